@@ -1,0 +1,102 @@
+"""Mesh export: density field -> textured mesh -> .glb (the engine's last stage).
+
+    from engine.mesh import ExportSettings, ExportResult, export_field
+    result = export_field(field.density, field.albedo, out_dir, ExportSettings(resolution=256))
+
+Pipeline (one module per step): grid (sample density in the bounding sphere) -> surface (marching
+cubes at the iso-level, component filter, decimation, outward orientation, smooth normals) ->
+uv (xatlas atlas) -> bake (rasterise UV triangles, query albedo, fill seams) -> write (glb/obj/png).
+See docs/EXPORT.md."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import ExportError
+from . import bake, grid, surface, uv, write
+from .progress import ProgressCallback, Reporter
+from .settings import DEFAULT_ISO, ExportResult, ExportSettings
+
+__all__ = ["ExportSettings", "ExportResult", "export_field", "DEFAULT_ISO"]
+
+
+def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
+                 albedo_fn: Callable[[torch.Tensor], torch.Tensor],
+                 out_dir: str | Path, settings: ExportSettings | None = None,
+                 progress_callback: ProgressCallback | None = None) -> ExportResult:
+    """Export a field to ``out_dir/<name>.glb`` (+ ``<name>.png``, optional ``<name>.obj/.mtl``).
+
+    density_fn: (N,3) float32 world points on ``settings.device`` -> (N,) non-negative density.
+    albedo_fn:  (N,3) -> (N,3) colours in [0,1].
+    progress_callback(stage, fraction) is called as each stage starts (0), advances and ends (1);
+    stages: density, surface, clean, decimate (if asked), uv, rasterize, albedo, dilate, write.
+    The surface is the level set density = iso (default 10, see ``surface`` / docs/EXPORT.md).
+    Raises ExportError (with advice) when the field is empty or fills the bounding sphere."""
+    s = settings or ExportSettings()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rep = Reporter(s.progress, progress_callback)
+    iso = s.iso_level
+    t_start = time.perf_counter()
+    was_training = _eval_mode(density_fn, albedo_fn)
+    try:
+        g = grid.sample_density(density_fn, s.resolution, s.bound, s.device, s.chunk_size, rep)
+
+        with rep.stage("surface"):
+            surface.check_occupancy(g, iso, s.bound)
+            verts, faces = surface.extract_surface(g, iso, s.bound)
+            del g
+        with rep.stage("clean"):
+            verts, faces, n_comp, n_kept = surface.keep_components(verts, faces, s.keep_fraction)
+        if s.target_faces is not None and len(faces) > s.target_faces:
+            with rep.stage("decimate"):
+                verts, faces = surface.decimate(verts, faces, s.target_faces)
+        if len(faces) == 0:  # defensive: the occupancy check should make this unreachable
+            raise ExportError(f"No surface was found at iso={iso:g}; try a lower iso or train longer.")
+        with rep.stage("orient"):
+            faces = surface.orient_outward(verts, faces)
+            normals = surface.vertex_normals(verts, faces)
+            watertight = surface.is_watertight(faces)
+
+        with rep.stage("uv"):
+            vmap, uv_faces, uvs = uv.unwrap(verts, faces, s.texture_size, s.texture_padding)
+            verts, normals = verts[vmap], normals[vmap]
+
+        image, coverage = bake.bake_albedo(albedo_fn, verts, uv_faces, uvs, s.texture_size, s.device,
+                                           s.chunk_size, rep)
+
+        with rep.stage("write", len(s.formats) + 1) as st:
+            mesh = write.build_mesh(verts, uv_faces, normals, uvs, image, s.name, s.roughness, s.metallic)
+            paths = {"texture": write.write_png(image, out / f"{s.name}.png")}
+            st.update(1)
+            if "glb" in s.formats:
+                paths["glb"] = write.write_glb(mesh, out / f"{s.name}.glb")
+                st.update(1)
+            if "obj" in s.formats:
+                paths["obj"] = write.write_obj(mesh, out / f"{s.name}.obj", paths["texture"])
+                st.update(1)
+    finally:
+        _restore_mode(was_training)
+    timings = dict(rep.timings)
+    timings["total"] = time.perf_counter() - t_start
+    return ExportResult(paths=paths, n_vertices=len(verts), n_faces=len(uv_faces), iso=iso, watertight=watertight,
+                        timings=timings, n_components=n_comp, n_components_kept=n_kept, texture_coverage=coverage)
+
+
+def _eval_mode(*fns) -> list:
+    """If the callables are bound methods of nn.Modules (field.density), export in eval mode."""
+    changed = []
+    for fn in fns:
+        mod = getattr(fn, "__self__", None)
+        if isinstance(mod, torch.nn.Module) and mod.training:
+            mod.eval()
+            changed.append(mod)
+    return changed
+
+
+def _restore_mode(modules: list) -> None:
+    for m in modules:
+        m.train()

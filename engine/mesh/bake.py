@@ -1,0 +1,141 @@
+"""Bake the albedo field into the UV texture.
+
+1. Rasterise every UV triangle in texel space (vectorised over chunks of triangles): each
+   triangle enumerates the texel centres in its bounding box grown by ``MARGIN`` texels, and gets
+   barycentrics from edge functions. Texels within MARGIN of a triangle are accepted too
+   (conservative rasterisation, barycentrics clamped to the triangle) so texels straddling a
+   chart border, which bilinear filtering reads, get the colour of the true surface next to them.
+   Where several triangles claim a texel, the one whose interior it lies deepest in wins.
+2. Interpolate 3D positions with the barycentrics and query ``albedo_fn`` there, in chunks.
+3. Fill every texel no triangle claimed with the colour of the nearest claimed texel
+   (scipy distance_transform_edt), so mip-mapping and filtering across seams never pull in black.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.ndimage import distance_transform_edt
+
+from .progress import Reporter
+
+AlbedoFn = Callable[[torch.Tensor], torch.Tensor]
+MARGIN = 1.0  # texels (a bilinear tap reaches at most one texel outside the chart)
+CANDIDATES_PER_CHUNK = 1 << 22  # bounds temporary memory of the rasteriser (~300 MiB peak)
+
+
+def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int, reporter: Reporter):
+    """Returns (texel index (M,) into size*size, face id (M,), barycentrics (M,3)); each texel once."""
+    # Texel (col, row) has its centre at pixel coordinates (col, row); row 0 is v = 1 (top).
+    px = uvs[:, 0] * size - 0.5
+    py = (1.0 - uvs[:, 1]) * size - 0.5
+    tri_x, tri_y = px[faces], py[faces]  # (F, 3)
+    x0 = np.clip(np.ceil(tri_x.min(1) - MARGIN), 0, size - 1).astype(np.int64)
+    x1 = np.clip(np.floor(tri_x.max(1) + MARGIN), 0, size - 1).astype(np.int64)
+    y0 = np.clip(np.ceil(tri_y.min(1) - MARGIN), 0, size - 1).astype(np.int64)
+    y1 = np.clip(np.floor(tri_y.max(1) + MARGIN), 0, size - 1).astype(np.int64)
+    w = np.maximum(x1 - x0 + 1, 0)
+    h = np.maximum(y1 - y0 + 1, 0)
+    n_cand = w * h
+    best_depth = np.full(size * size, -np.inf, dtype=np.float32)
+    best_face = np.full(size * size, -1, dtype=np.int64)
+    best_bary = np.zeros((size * size, 3), dtype=np.float32)
+
+    # Chunks of consecutive triangles with about CANDIDATES_PER_CHUNK candidate texels each.
+    bounds = np.searchsorted(np.cumsum(n_cand), np.arange(0, n_cand.sum(), CANDIDATES_PER_CHUNK), side="right")
+    bounds = np.unique(np.concatenate([[0], bounds, [len(faces)]]))
+    with reporter.stage("rasterize", len(bounds) - 1) as stage:
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            _raster_chunk(a, b, n_cand, x0, y0, w, tri_x, tri_y, size, best_depth, best_face, best_bary)
+            stage.update(1)
+    texels = np.nonzero(best_face >= 0)[0]
+    return texels, best_face[texels], best_bary[texels].astype(np.float64)
+
+
+def _raster_chunk(a, b, n_cand, x0, y0, w, tri_x, tri_y, size, best_depth, best_face, best_bary) -> None:
+    """Rasterise triangles a..b-1 and merge into the per-texel best arrays (in place)."""
+    f_ids = np.repeat(np.arange(a, b), n_cand[a:b])
+    if len(f_ids) == 0:
+        return
+    # Local index of each candidate within its triangle's box -> texel column and row.
+    start = np.cumsum(n_cand[a:b]) - n_cand[a:b]
+    local = np.arange(len(f_ids)) - np.repeat(start, n_cand[a:b])
+    cols = x0[f_ids] + local % w[f_ids]
+    rows = y0[f_ids] + local // w[f_ids]
+    bary, depth = _barycentric(tri_x[f_ids], tri_y[f_ids], cols.astype(np.float64), rows.astype(np.float64))
+    ok = depth >= -MARGIN
+    tex = rows[ok] * size + cols[ok]
+    depth, f_ok, bary = depth[ok].astype(np.float32), f_ids[ok], bary[ok]
+    # Per texel keep the deepest candidate of this chunk, then merge with earlier chunks.
+    order = np.lexsort((depth, tex))
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = tex[order][1:] != tex[order][:-1]
+    sel = order[last]
+    tex, depth, f_ok, bary = tex[sel], depth[sel], f_ok[sel], bary[sel]
+    better = depth > best_depth[tex]
+    tex = tex[better]
+    best_depth[tex], best_face[tex], best_bary[tex] = depth[better], f_ok[better], bary[better]
+
+
+def _barycentric(tx: np.ndarray, ty: np.ndarray, px: np.ndarray, py: np.ndarray):
+    """Barycentrics of points (px, py) in triangles (tx, ty) (M,3), clamped to the triangle, and
+    the signed distance in texels from the point to the triangle's nearest edge line (>0 inside)."""
+    ax, ay, bx, by, cx, cy = tx[:, 0], ty[:, 0], tx[:, 1], ty[:, 1], tx[:, 2], ty[:, 2]
+    area2 = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+    sgn = np.where(area2 < 0, -1.0, 1.0)  # charts may be mirrored; make 'inside' positive either way
+    e0 = ((bx - px) * (cy - py) - (by - py) * (cx - px)) * sgn  # opposite vertex a
+    e1 = ((cx - px) * (ay - py) - (cy - py) * (ax - px)) * sgn  # opposite vertex b
+    e2 = ((ax - px) * (by - py) - (ay - py) * (bx - px)) * sgn  # opposite vertex c
+    len0 = np.hypot(cx - bx, cy - by)
+    len1 = np.hypot(ax - cx, ay - cy)
+    len2 = np.hypot(bx - ax, by - ay)
+    d = np.stack([e0 / np.maximum(len0, 1e-12), e1 / np.maximum(len1, 1e-12), e2 / np.maximum(len2, 1e-12)], 1)
+    depth = d.min(1)
+    bary = np.clip(np.stack([e0, e1, e2], 1), 0.0, None)
+    s = bary.sum(1, keepdims=True)
+    # Degenerate UV triangles (zero area) or far-outside points: fall back to the centroid.
+    bary = np.where(s > 1e-20, bary / np.maximum(s, 1e-20), 1.0 / 3.0)
+    depth = np.where(np.abs(area2) > 1e-20, depth, -np.inf)
+    return bary, depth
+
+
+@torch.no_grad()
+def query_albedo(albedo_fn: AlbedoFn, points: np.ndarray, device, chunk_size: int,
+                 reporter: Reporter) -> np.ndarray:
+    out = np.zeros((len(points), 3), dtype=np.float32)
+    n_chunks = max((len(points) + chunk_size - 1) // chunk_size, 1)
+    with reporter.stage("albedo", n_chunks) as st:
+        for s in range(0, len(points), chunk_size):
+            pts = torch.as_tensor(points[s:s + chunk_size], dtype=torch.float32, device=device)
+            rgb = albedo_fn(pts)
+            if rgb.shape != (len(pts), 3):
+                raise ValueError(f"albedo_fn must return shape ({len(pts)}, 3), got {tuple(rgb.shape)}")
+            out[s:s + len(pts)] = torch.nan_to_num(rgb.float(), nan=0.5).clamp(0, 1).cpu().numpy()
+            st.update(1)
+    return out
+
+
+def fill_empty(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Give every texel outside ``mask`` the colour of the nearest texel inside it."""
+    if mask.all() or not mask.any():
+        return image
+    idx = distance_transform_edt(~mask, return_distances=False, return_indices=True)
+    return image[idx[0], idx[1]]
+
+
+def bake_albedo(albedo_fn: AlbedoFn, verts: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int,
+                device, chunk_size: int, reporter: Reporter) -> tuple[np.ndarray, float]:
+    """(size, size, 3) uint8 texture (row 0 = top = v 1) and the fraction of texels covered by charts."""
+    texels, face_id, bary = rasterize(uvs, faces, size, reporter)
+    tri = verts[faces[face_id]]  # (M, 3, 3)
+    points = np.einsum("mk,mkd->md", bary, tri)
+    rgb = query_albedo(albedo_fn, points, device, chunk_size, reporter)
+    with reporter.stage("dilate") as _:
+        image = np.zeros((size * size, 3), dtype=np.float32)
+        image[texels] = rgb
+        mask = np.zeros(size * size, dtype=bool)
+        mask[texels] = True
+        image = fill_empty(image.reshape(size, size, 3), mask.reshape(size, size))
+        image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+    return image, float(mask.mean())

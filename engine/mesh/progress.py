@@ -1,0 +1,50 @@
+"""One progress reporter for all export stages: a tqdm bar per stage (optional) and the engine's
+``progress_callback(stage, fraction)``, called with fraction 0 at the start and 1 at the end of
+each stage so an event stream always sees a stage open and close."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+ProgressCallback = Callable[[str, float], None]
+
+
+class Stage:
+    def __init__(self, reporter: "Reporter", name: str, total: int):
+        self.reporter, self.name, self.total, self.done = reporter, name, max(int(total), 1), 0
+        self.bar = tqdm(total=self.total, desc=f"export:{name}", leave=False) if reporter.show else None
+        self.t0 = time.perf_counter()
+        reporter.emit(name, 0.0)
+
+    def update(self, n: int = 1) -> None:
+        self.done = min(self.done + n, self.total)
+        if self.bar is not None:
+            self.bar.update(n)
+        self.reporter.emit(self.name, self.done / self.total)
+
+    def __enter__(self) -> "Stage":
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if self.bar is not None:
+            self.bar.close()
+        if exc_type is None:
+            if self.done < self.total:
+                self.reporter.emit(self.name, 1.0)
+            self.reporter.timings[self.name] = time.perf_counter() - self.t0
+        return False
+
+
+class Reporter:
+    def __init__(self, show: bool, callback: ProgressCallback | None):
+        self.show, self.callback = show, callback
+        self.timings: dict[str, float] = {}
+
+    def stage(self, name: str, total: int = 1) -> Stage:
+        return Stage(self, name, total)
+
+    def emit(self, name: str, fraction: float) -> None:
+        if self.callback is not None:
+            self.callback(name, float(fraction))

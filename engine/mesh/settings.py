@@ -1,0 +1,109 @@
+"""Export settings (validated) and the result record of one export."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+
+#: Default iso-level, in NeRF density units (1/length). See ``surface.DEFAULT_ISO`` for the why.
+DEFAULT_ISO = 10.0
+FORMATS = ("glb", "obj")
+
+
+@dataclass
+class ExportSettings:
+    """How to turn a density/albedo field into an asset.
+
+    resolution     grid points per axis over [-bound, bound]^3 (32-1024; 128-512 is typical;
+                   memory ~ 4*resolution^3 bytes for the grid, 512 MiB at 512).
+    iso            density level of the surface; None = ``DEFAULT_ISO`` (10, as stable-dreamfusion).
+                   Lower it if the export says the field is empty, raise it if it fills the sphere.
+    texture_size   square albedo texture, pixels per side (64-8192).
+    target_faces   decimate to about this many triangles (None = keep marching-cubes resolution).
+                   UV unwrapping time grows with the face count, so large grids want a target.
+    keep_fraction  keep connected components with at least this fraction of the largest
+                   component's faces (0 = keep all, 1 = only the largest); drops floaters.
+    formats        subset of ("glb", "obj"); the texture PNG is always written too.
+    bound          radius of the bounding sphere (the scene convention is 1); density outside is 0.
+    device         torch device the field's callables expect their input on.
+    progress       show tqdm bars on stderr.
+    name           file stem: <name>.glb, <name>.png, <name>.obj/.mtl.
+    chunk_size     points per density_fn / albedo_fn call (bounds peak memory on the device).
+    texture_padding  pixels between UV charts in the atlas (seams are also dilated after baking).
+    roughness, metallic  PBR factors of the material (albedo-only NeRF: a matte, dielectric look).
+    """
+
+    resolution: int = 256
+    iso: float | None = None
+    texture_size: int = 1024
+    target_faces: int | None = None
+    keep_fraction: float = 0.1
+    formats: tuple[str, ...] = ("glb",)
+    bound: float = 1.0
+    device: str = "cpu"
+    progress: bool = True
+    name: str = "asset"
+    chunk_size: int = 1 << 18
+    texture_padding: int = 4
+    roughness: float = 0.85
+    metallic: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.formats = tuple(self.formats) if not isinstance(self.formats, str) else (self.formats,)
+        self.validate()
+
+    @property
+    def iso_level(self) -> float:
+        return DEFAULT_ISO if self.iso is None else float(self.iso)
+
+    def validate(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        need(is_int(self.resolution) and 32 <= self.resolution <= 1024,
+             f"mesh resolution must be an integer between 32 and 1024 (128-512 is typical), got {self.resolution!r}")
+        need(self.iso is None or (isinstance(self.iso, (int, float)) and math.isfinite(self.iso) and self.iso > 0),
+             f"iso must be a positive density (e.g. 10) or None for the default, got {self.iso!r}")
+        need(is_int(self.texture_size) and 64 <= self.texture_size <= 8192,
+             f"texture size must be an integer between 64 and 8192 pixels, got {self.texture_size!r}")
+        need(self.target_faces is None or (is_int(self.target_faces) and self.target_faces >= 100),
+             f"target_faces must be None (no decimation) or an integer >= 100, got {self.target_faces!r}")
+        need(isinstance(self.keep_fraction, (int, float)) and 0.0 <= self.keep_fraction <= 1.0,
+             f"keep_fraction must be between 0 (keep every component) and 1 (largest only), got {self.keep_fraction!r}")
+        need(len(self.formats) > 0 and all(f in FORMATS for f in self.formats),
+             f"formats must be a non-empty subset of {FORMATS}, got {self.formats!r}")
+        need(isinstance(self.bound, (int, float)) and math.isfinite(self.bound) and self.bound > 0,
+             f"bound must be a positive radius, got {self.bound!r}")
+        need(isinstance(self.name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.name) is not None,
+             f"name must be a plain file stem (letters, digits, '.', '_', '-'), got {self.name!r}")
+        need(is_int(self.chunk_size) and self.chunk_size >= 1024,
+             f"chunk_size must be an integer >= 1024, got {self.chunk_size!r}")
+        need(is_int(self.texture_padding) and 0 <= self.texture_padding <= 64,
+             f"texture_padding must be an integer between 0 and 64 pixels, got {self.texture_padding!r}")
+        need(isinstance(self.roughness, (int, float)) and 0.0 <= self.roughness <= 1.0,
+             f"roughness must be in [0, 1], got {self.roughness!r}")
+        need(isinstance(self.metallic, (int, float)) and 0.0 <= self.metallic <= 1.0,
+             f"metallic must be in [0, 1], got {self.metallic!r}")
+
+
+@dataclass
+class ExportResult:
+    """What ``export_field`` wrote. ``watertight`` is about the cleaned surface before UV seams split
+    vertices (the written files duplicate seam vertices, as every UV-mapped mesh must)."""
+
+    paths: dict[str, Path]
+    n_vertices: int
+    n_faces: int
+    iso: float
+    watertight: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    n_components: int = 0
+    n_components_kept: int = 0
+    texture_coverage: float = 0.0  # fraction of texels inside a chart before dilation
