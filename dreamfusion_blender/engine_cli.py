@@ -1,0 +1,112 @@
+"""How the add-on calls the engine: where its source is, the command lines, the environment.
+
+No bpy here. The engine is run as ``<python> -m engine ...`` with PYTHONPATH pointing at the folder
+that contains ``engine/``: inside the installed extension (build.py bundles it) or, in a development
+checkout, the repository root next to this package.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def engine_root() -> Path:
+    """The folder that contains the ``engine`` package (bundled copy first, then the dev checkout)."""
+    for candidate in (PACKAGE_DIR, PACKAGE_DIR.parent):
+        if (candidate / "engine" / "__main__.py").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"the engine source is missing: expected {PACKAGE_DIR / 'engine'} (installed extension) "
+        f"or {PACKAGE_DIR.parent / 'engine'} (development checkout); reinstall the extension"
+    )
+
+
+def requirements_file() -> Path:
+    return engine_root() / "engine" / "requirements.txt"
+
+
+def venv_python(venv_dir: Path) -> Path:
+    """The interpreter inside a virtual environment, on this platform."""
+    venv_dir = Path(venv_dir)
+    if sys.platform == "win32":
+        return venv_dir / "Scripts" / "python.exe"
+    return venv_dir / "bin" / "python"
+
+
+def worker_env(base: dict | None = None) -> dict:
+    """The worker's environment: the engine importable, unbuffered output, Blender's Python paths removed."""
+    env = dict(os.environ if base is None else base)
+    root = str(engine_root())
+    # Blender sets PYTHONHOME/PYTHONPATH for its own bundled Python; a different interpreter must not
+    # inherit them, or it would import Blender's stdlib.
+    env.pop("PYTHONHOME", None)
+    env["PYTHONPATH"] = root
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+@dataclass
+class GenerateRequest:
+    """What the panel (or the batch runner) asks for. None / 0 means: the preset's default."""
+
+    prompt: str
+    out: str
+    model: str | None = None
+    preset: str = "standard"
+    negative_prompt: str = ""
+    seed: int | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    texture_size: int | None = None
+    mesh_resolution: int | None = None
+    device: str | None = None
+    extra: tuple = ()  # further engine flags, e.g. ("--set", "preview_every=10")
+
+
+def _opt(argv: list, flag: str, value) -> None:
+    if value not in (None, "", 0):
+        argv += [flag, str(value)]
+
+
+def generate_argv(python: str, req: GenerateRequest) -> list[str]:
+    argv = [str(python), "-m", "engine", "generate", req.prompt, "--out", str(req.out), "--preset", req.preset]
+    _opt(argv, "--model", req.model)
+    _opt(argv, "--negative-prompt", req.negative_prompt)
+    if req.seed is not None:  # 0 is a real seed
+        argv += ["--seed", str(req.seed)]
+    _opt(argv, "--steps", req.steps)
+    if req.guidance_scale is not None and req.guidance_scale > 0:
+        argv += ["--guidance-scale", str(req.guidance_scale)]
+    _opt(argv, "--texture-size", req.texture_size)
+    _opt(argv, "--mesh-resolution", req.mesh_resolution)
+    _opt(argv, "--device", req.device if req.device != "auto" else None)
+    argv += list(req.extra)
+    return argv + ["--json-events", "--no-progress"]
+
+
+def resume_argv(python: str, run_dir: str, device: str | None = None) -> list[str]:
+    argv = [str(python), "-m", "engine", "generate", "--resume", str(run_dir)]
+    _opt(argv, "--device", device if device != "auto" else None)
+    return argv + ["--json-events", "--no-progress"]
+
+
+def export_argv(python: str, run_dir: str, mesh_resolution: int | None = None, texture_size: int | None = None,
+                device: str | None = None) -> list[str]:
+    argv = [str(python), "-m", "engine", "export", str(run_dir)]
+    _opt(argv, "--mesh-resolution", mesh_resolution)
+    _opt(argv, "--texture-size", texture_size)
+    _opt(argv, "--device", device if device != "auto" else None)
+    return argv + ["--json-events", "--no-progress"]
+
+
+def check_argv(python: str, model: str | None = None, device: str | None = None) -> list[str]:
+    argv = [str(python), "-m", "engine", "check"]
+    _opt(argv, "--model", model)
+    _opt(argv, "--device", device)
+    return argv + ["--json-events", "--no-progress"]

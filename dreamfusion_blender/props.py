@@ -1,0 +1,40 @@
+"""The panel's settings, stored per scene (so they are saved with the .blend and seen by the batch runner)."""
+
+from __future__ import annotations
+
+import bpy
+
+PRESETS = [
+    ("draft", "Draft", "About 1500 steps, 128³ mesh, 512 px texture: a quick look"),
+    ("standard", "Standard", "About 5000 steps, 256³ mesh, 1024 px texture"),
+    ("high", "High", "The paper's 15000 steps, 384³ mesh, 2048 px texture"),
+]
+
+
+class DreamFusionSettings(bpy.types.PropertyGroup):
+    prompt: bpy.props.StringProperty(name="Prompt", description="What to make, e.g. 'a ceramic mug'")
+    negative_prompt: bpy.props.StringProperty(name="Negative", description="What to avoid (optional)")
+    preset: bpy.props.EnumProperty(name="Preset", items=PRESETS, default="draft")
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=0, max=2**31 - 1)
+    # 0 = "the preset's value": the engine resolves presets, the add-on does not duplicate them.
+    steps: bpy.props.IntProperty(name="Steps", default=0, min=0, max=1_000_000, description="0: the preset's number")
+    guidance_scale: bpy.props.FloatProperty(name="Guidance", default=0.0, min=0.0, max=1000.0,
+                                            description="Classifier-free guidance weight; 0: the model's default (paper: 100)")
+    texture_size: bpy.props.IntProperty(name="Texture", default=0, min=0, max=8192, description="Texture size in pixels; 0: preset")
+    mesh_resolution: bpy.props.IntProperty(name="Mesh resolution", default=0, min=0, max=1024,
+                                           description="Marching-cubes grid size; 0: preset")
+    # Outcome of the last run, kept in the file so Resume / Re-export work after a reload.
+    last_run_dir: bpy.props.StringProperty(name="Last run folder", subtype="DIR_PATH")
+    last_status: bpy.props.StringProperty(name="Last status")
+    last_prompt: bpy.props.StringProperty()
+
+
+classes = (DreamFusionSettings,)
+
+
+def register_props() -> None:
+    bpy.types.Scene.dreamfusion = bpy.props.PointerProperty(type=DreamFusionSettings)
+
+
+def unregister_props() -> None:
+    del bpy.types.Scene.dreamfusion

@@ -1,0 +1,156 @@
+"""Start engine jobs from Blender and act on their events: progress, preview, import on success.
+
+The UI path: an operator calls ``start_*``, a bpy.app.timers callback (``tick``) drains the worker's
+queue on the main thread, and ``finish`` runs exactly once when the process has exited. The batch /
+background path calls ``wait`` instead, which blocks on the same worker and then calls ``finish``.
+Tests drive ``tick`` by hand, because timers never fire in bpy-as-a-module.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from . import engine_cli, importer, preview, provenance
+from .jobs import MANAGER, Job
+from .prefs import Settings, settings
+from .worker import Worker
+
+TICK_S = 0.25
+
+
+def request_from_scene(scene, s: Settings | None = None) -> engine_cli.GenerateRequest:
+    p = scene.dreamfusion
+    s = s or settings()
+    return engine_cli.GenerateRequest(
+        prompt=p.prompt, negative_prompt=p.negative_prompt, preset=p.preset, seed=p.seed, steps=p.steps or None,
+        guidance_scale=p.guidance_scale or None, texture_size=p.texture_size or None,
+        mesh_resolution=p.mesh_resolution or None, model=s.model, device=s.device, out=s.output_dir,
+    )
+
+
+def _start(kind: str, argv: list[str], label: str, scene, **info) -> Job:
+    """Raises jobs.Busy if a job runs, FileNotFoundError if the engine source is missing."""
+    job = Job(kind=kind, worker=Worker(argv, env=engine_cli.worker_env()), label=label,
+              info={"scene": scene.name if scene else None, **info})
+    MANAGER.start(job)
+    if scene is not None:
+        scene.dreamfusion.last_status = f"{kind}: starting the engine..."
+    preview.clear()
+    return job
+
+
+def start_generate(scene, req: engine_cli.GenerateRequest, python: str | None = None) -> Job:
+    argv = engine_cli.generate_argv(python or settings().python, req)
+    return _start("generate", argv, req.prompt, scene, prompt=req.prompt)
+
+
+def start_resume(scene, run_dir: str) -> Job:
+    s = settings()
+    return _start("resume", engine_cli.resume_argv(s.python, run_dir, s.device), run_dir, scene)
+
+
+def start_export(scene, run_dir: str) -> Job:
+    s, p = settings(), scene.dreamfusion
+    argv = engine_cli.export_argv(s.python, run_dir, p.mesh_resolution or None, p.texture_size or None, s.device)
+    return _start("export", argv, run_dir, scene)
+
+
+def poll(job: Job) -> None:
+    """Apply queued events; refresh the preview image when a new one arrived."""
+    before = job.state.preview_path
+    job.worker.poll()
+    if job.state.preview_path and job.state.preview_path != before:
+        preview.show(job.state.preview_path)
+
+
+def _redraw() -> None:
+    wm = bpy.context.window_manager
+    for window in getattr(wm, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+def tick():
+    """bpy.app.timers callback: returns the next interval while the job runs, None to stop."""
+    job = MANAGER.current
+    if job is None:
+        return None
+    poll(job)
+    if not job.running and not job.handled:
+        finish(job, bpy.context)
+    try:
+        _redraw()
+    except (AttributeError, ReferenceError):
+        pass
+    return TICK_S if job.running else None
+
+
+def ensure_timer() -> None:
+    if not bpy.app.timers.is_registered(tick):
+        bpy.app.timers.register(tick, first_interval=TICK_S)
+
+
+def wait(job: Job, on_event=None, timeout: float | None = None) -> tuple[bool, str, object]:
+    """Block until ``job`` ends (background mode / batch), then ``finish`` it."""
+    def _each(ev, state):
+        if ev.get("event") == "preview" and not bpy.app.background:
+            preview.show(state.preview_path)
+        if on_event:
+            on_event(ev, state)
+
+    job.worker.wait(timeout=timeout, on_event=_each)
+    if job.running:  # timeout: stop it and say so
+        job.worker.cancel()
+        job.worker.wait(timeout=90)
+        job.worker.kill()
+        job.worker.wait(timeout=10)
+    return finish(job, bpy.context)
+
+
+def finish(job: Job, context) -> tuple[bool, str, object]:
+    """Act on a finished job once: import on success, else report. Returns (ok, message, object)."""
+    if job.handled:
+        return job.state.succeeded, job.state.message, job.info.get("object")
+    job.handled = True
+    st = job.state
+    scene = bpy.data.scenes.get(job.info.get("scene") or "") or context.scene
+    p = scene.dreamfusion if scene is not None else None
+    if p is not None and st.run_dir:
+        p.last_run_dir = st.run_dir
+    obj, ok = None, False
+    if job.kind == "check":
+        ok, msg = st.check is not None and bool(st.check.get("ok")), st.message
+    elif st.succeeded:
+        glb = st.asset.get("glb")
+        if not glb or not os.path.isfile(glb):
+            msg = f"the engine finished but wrote no .glb ({glb}); re-export from {st.run_dir}"
+        else:
+            props = provenance.collect(st.run_dir, st)
+            try:
+                obj = importer.import_glb(context, glb, props.get("prompt") or job.label, props)
+                ok, msg = True, f"imported '{obj.name}' from {glb}"
+            except importer.ImportFailed as exc:
+                msg = str(exc)
+    else:
+        msg = st.message or "the engine stopped without a result"
+        if "No module named" in job.worker.stderr_tail():
+            msg += " - the engine's Python lacks its packages: press 'Set up engine' in the add-on preferences"
+    job.info["object"] = obj
+    st.message = msg
+    if p is not None:
+        p.last_status = f"{job.kind} {st.status}: {msg}" if not ok else f"{job.kind} done: {msg}"
+        if job.kind == "generate":
+            p.last_prompt = job.label
+    report({"INFO"} if ok else ({"WARNING"} if st.status == "cancelled" else {"ERROR"}), f"DreamFusion {job.kind}: {msg}")
+    return ok, msg, obj
+
+
+def report(kind: set, message: str) -> None:
+    """The Info log from outside an operator: go through the tiny report operator (prints when headless)."""
+    try:
+        bpy.ops.dreamfusion.report(type=next(iter(kind)), message=message)
+    except (AttributeError, RuntimeError):
+        print(message)
