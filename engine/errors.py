@@ -48,6 +48,13 @@ class RunFolderError(EngineError):
     exit_code = 2
 
 
+class DiskFull(EngineError):
+    """The disk filled up; whatever was saved before stays valid."""
+
+    kind = "disk"
+    exit_code = 6
+
+
 class Cancelled(EngineError):
     """The user cancelled; the last checkpoint has been saved."""
 

@@ -1,0 +1,191 @@
+"""One dataclass describes a job; presets fill it; validation turns bad input into clear errors.
+
+Every field can be overridden from the CLI (explicit flags for the common ones, ``--set KEY=VALUE``
+for the rest), and the resolved config is written to the run folder so a run can be inspected,
+resumed and re-exported exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+MAX_PROMPT_CHARS = 300  # CLIP sees 77 tokens; far longer text is a mistake (a pasted file), not a prompt.
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+
+
+@dataclass
+class JobConfig:
+    prompt: str = ""
+    negative_prompt: str = ""
+    model: str = DEFAULT_MODEL
+    preset: str = "standard"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto | fp32 | fp16 | bf16 (guidance model only; the NeRF trains in fp32)
+    offline: bool = False  # never touch the network (also honoured: HF_HUB_OFFLINE=1)
+
+    # optimisation
+    steps: int = 5000
+    batch_size: int = 1
+    lr: float = 1e-2  # hash-grid tables; the MLP heads use lr * mlp_lr_scale
+    mlp_lr_scale: float = 0.1
+    # SDS
+    guidance_scale: float | None = None  # None: the model family's default (see guidance.default_guidance_scale)
+    t_min: float = 0.02
+    t_max: float = 0.98
+    t_anneal: bool = False  # linearly lower t_max towards t_anneal_to over the run
+    t_anneal_to: float = 0.5
+    # rendering
+    render_resolution: int = 64
+    samples_per_ray: int = 64
+    bound: float = 1.0
+    encoding: str = "hashgrid"  # hashgrid | frequency
+    hash_levels: int = 12
+    hash_log2_table: int = 16
+    hidden_dim: int = 64
+    blob_density: float = 10.0
+    blob_radius: float = 0.5
+    ambient: float = 0.1
+    normals: str = "finite_difference"  # finite_difference | analytic (see render.density_normals)
+    # share of renders per shading mode; the first albedo_warmup steps are albedo-only (paper: geometry
+    # needs a rough colour first before textureless renders carry signal)
+    albedo_ratio: float = 0.2
+    shaded_ratio: float = 0.4
+    textureless_ratio: float = 0.4
+    albedo_warmup: int = 100
+    # cameras (distance in units of the bounding radius; focal in units of image width)
+    elevation_min: float = -10.0
+    elevation_max: float = 90.0
+    distance_min: float = 2.0
+    distance_max: float = 3.0
+    focal_min: float = 0.7
+    focal_max: float = 1.35
+    overhead_elevation: float = 60.0
+    # regularisers
+    orientation_weight: float = 1e-2
+    opacity_weight: float = 1e-3
+    # output
+    preview_every: int = 250
+    preview_views: int = 4
+    checkpoint_every: int = 250
+    mesh_resolution: int = 256
+    texture_size: int = 1024
+    iso: float | None = None  # None: the exporter's documented default
+    export_obj: bool = False
+    export_at_end: bool = True
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "JobConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2))
+
+
+# Presets: what changes between a quick look and a final asset. "draft" is sized to fit an 8 GB GPU
+# with Stable Diffusion in fp16; "high" follows the paper's 15k steps.
+PRESETS: dict[str, dict] = {
+    "draft": dict(steps=1500, render_resolution=64, samples_per_ray=48, hash_log2_table=15,
+                  mesh_resolution=128, texture_size=512, preview_every=100, checkpoint_every=250),
+    "standard": dict(steps=5000, render_resolution=64, samples_per_ray=64, hash_log2_table=16,
+                     mesh_resolution=256, texture_size=1024, preview_every=250, checkpoint_every=500),
+    "high": dict(steps=15000, render_resolution=128, samples_per_ray=96, hash_log2_table=19, hash_levels=16,
+                 mesh_resolution=384, texture_size=2048, preview_every=500, checkpoint_every=1000),
+}
+
+
+def build_config(preset: str = "standard", **overrides) -> JobConfig:
+    """A preset, then the caller's overrides (None means "not given"), then validation."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(JobConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(sorted(known))}")
+    cfg = JobConfig(preset=preset, **values)
+    validate(cfg)
+    return cfg
+
+
+def parse_set_option(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` from ``--set``, with VALUE converted to the field's type."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    fields = {f.name: f for f in dataclasses.fields(JobConfig)}
+    if key not in fields:
+        raise ConfigError(f"--set: unknown setting {key!r}; known settings: {', '.join(sorted(fields))}")
+    default = getattr(JobConfig(), key)
+    try:
+        if raw.lower() in ("none", "null") and fields[key].default is None:
+            return key, None
+        if isinstance(default, bool):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return key, raw.lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return key, int(raw)
+        if isinstance(default, float) or default is None:
+            return key, float(raw)
+        return key, raw
+    except ValueError:
+        raise ConfigError(f"--set {key}: cannot read {raw!r} as {type(default).__name__}") from None
+
+
+def validate(cfg: JobConfig) -> None:
+    """Raise ConfigError with a message naming the setting and what to do."""
+    prompt = (cfg.prompt or "").strip()
+    if not prompt:
+        raise ConfigError("the prompt is empty: describe the object to make, e.g. \"a ceramic mug\"")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ConfigError(
+            f"the prompt is {len(prompt)} characters long; keep it under {MAX_PROMPT_CHARS} "
+            "(the text encoder only reads about 75 words)"
+        )
+    if len(cfg.negative_prompt) > MAX_PROMPT_CHARS:
+        raise ConfigError(f"the negative prompt is longer than {MAX_PROMPT_CHARS} characters")
+    cfg.prompt = prompt
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg)
+
+    need(cfg.steps > 0, f"steps must be a positive number of optimisation steps, got {cfg.steps}")
+    need(cfg.steps <= 1_000_000, f"steps={cfg.steps} is far beyond any useful run (the paper used 15000)")
+    need(cfg.batch_size >= 1, "batch_size must be at least 1")
+    need(cfg.lr > 0, "lr must be positive")
+    need(cfg.guidance_scale is None or cfg.guidance_scale >= 0, "guidance scale must be >= 0 (the paper used 100)")
+    need(0.0 < cfg.t_min < cfg.t_max < 1.0, f"need 0 < t_min < t_max < 1, got t_min={cfg.t_min}, t_max={cfg.t_max}")
+    need(cfg.t_min < cfg.t_anneal_to <= cfg.t_max or not cfg.t_anneal, "t_anneal_to must lie in (t_min, t_max]")
+    need(16 <= cfg.render_resolution <= 1024, "render resolution must be between 16 and 1024 pixels")
+    need(4 <= cfg.samples_per_ray <= 1024, "samples per ray must be between 4 and 1024")
+    need(cfg.normals in ("finite_difference", "analytic"), f"normals must be finite_difference or analytic, got {cfg.normals!r}")
+    need(cfg.encoding in ("hashgrid", "frequency"), f"encoding must be 'hashgrid' or 'frequency', got {cfg.encoding!r}")
+    need(1 <= cfg.hash_levels <= 32 and 10 <= cfg.hash_log2_table <= 24, "hash grid: levels 1-32, log2 table size 10-24")
+    ratios = (cfg.albedo_ratio, cfg.shaded_ratio, cfg.textureless_ratio)
+    need(all(r >= 0 for r in ratios) and sum(ratios) > 0, "shading ratios must be >= 0 and not all zero")
+    need(0.0 <= cfg.ambient <= 1.0, "ambient must be in [0, 1]")
+    need(cfg.elevation_min < cfg.elevation_max and -90 <= cfg.elevation_min and cfg.elevation_max <= 90,
+         "elevation range must lie in [-90, 90] degrees with min < max")
+    need(cfg.bound < cfg.distance_min <= cfg.distance_max, "cameras must stay outside the bounding sphere: bound < distance_min <= distance_max")
+    need(0 < cfg.focal_min <= cfg.focal_max, "focal range must be positive with min <= max")
+    need(cfg.preview_every >= 1 and cfg.checkpoint_every >= 1, "preview_every and checkpoint_every must be >= 1")
+    need(1 <= cfg.preview_views <= 16, "preview_views must be between 1 and 16")
+    need(32 <= cfg.mesh_resolution <= 1024, "mesh resolution must be between 32 and 1024 (128-512 is typical)")
+    need(64 <= cfg.texture_size <= 8192, "texture size must be between 64 and 8192 pixels")
+    need(cfg.device == "auto" or cfg.device in ("cpu", "mps") or cfg.device.startswith("cuda"),
+         f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
+    need(cfg.dtype in ("auto", "fp32", "fp16", "bf16"), f"dtype must be auto, fp32, fp16 or bf16, got {cfg.dtype!r}")
+    need(bool(cfg.model.strip()), "no model given: pass --model with a hub id, a local folder or builtin:shapes")

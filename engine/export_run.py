@@ -1,0 +1,46 @@
+"""Export a run's trained field (from its checkpoint) to a textured mesh with engine.mesh."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import torch
+
+from . import runfolder
+from .config import JobConfig
+from .protocol import EventStream
+from .train import build_field
+
+
+def load_field(run_dir: Path, cfg: JobConfig, device: torch.device, state: dict | None = None):
+    field, _ = build_field(cfg)
+    state = state if state is not None else runfolder.load_checkpoint(run_dir)
+    field.load_state_dict(state["field"])
+    return field.to(device).eval()
+
+
+def export_run(run_dir: Path, cfg: JobConfig, events: EventStream, device: torch.device, out_dir: Path | None = None,
+               field=None, progress: bool = True) -> dict:
+    """Write the asset; the final export goes to ``asset/``, re-exports to ``export-<time>/``."""
+    from .mesh import ExportSettings, export_field
+
+    run_dir = Path(run_dir)
+    if out_dir is None:
+        out_dir = run_dir / "asset"
+        if out_dir.exists():  # never overwrite an earlier export
+            out_dir = run_dir / f"export-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if field is None:
+        field = load_field(run_dir, cfg, device)
+    settings = ExportSettings(
+        resolution=cfg.mesh_resolution, iso=cfg.iso, texture_size=cfg.texture_size,
+        formats=("glb", "obj") if cfg.export_obj else ("glb",), bound=cfg.bound, device=str(device), progress=progress,
+        name="asset",
+    )
+
+    def on_progress(stage: str, fraction: float) -> None:
+        events.emit("progress", stage="export", substage=stage, step=round(fraction * 100), total=100)
+
+    with torch.no_grad():
+        result = export_field(field.density, field.albedo, out_dir, settings, progress_callback=on_progress)
+    return {k: str(v) for k, v in result.paths.items()}

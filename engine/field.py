@@ -1,0 +1,167 @@
+"""The NeRF: a positional encoding (multi-resolution hash grid or sinusoidal), small MLP heads for
+density and albedo, the initial density blob, and the background model on ray direction.
+
+Pure PyTorch so it runs on CPU, CUDA and MPS without custom extensions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+_PRIMES = (1, 2654435761, 805459861)  # instant-NGP's spatial hash
+
+
+class HashGridEncoding(nn.Module):
+    """Multi-resolution hash encoding (Müller et al. 2022), trilinear, in plain PyTorch.
+
+    Input points in [-bound, bound]^3; output (N, levels * features_per_level)."""
+
+    def __init__(self, bound: float = 1.0, levels: int = 12, log2_table: int = 16, features: int = 2,
+                 base_resolution: int = 16, max_resolution: int = 1024):
+        super().__init__()
+        self.bound = bound
+        self.levels = levels
+        self.table_size = 2**log2_table
+        self.features = features
+        growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
+        res = torch.tensor([math.floor(base_resolution * growth**i) for i in range(levels)], dtype=torch.float32)
+        self.register_buffer("resolutions", res, persistent=False)
+        # Coarse levels whose dense grid fits the table are indexed densely (no collisions), as in NGP.
+        dense = [(int(r) + 1) ** 3 <= self.table_size for r in res]
+        self.register_buffer("dense", torch.tensor(dense), persistent=False)
+        self.register_buffer("offsets", torch.arange(levels) * self.table_size, persistent=False)
+        self.table = nn.Parameter(torch.empty(levels * self.table_size, features).uniform_(-1e-4, 1e-4))
+
+    @property
+    def output_dim(self) -> int:
+        return self.levels * self.features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = ((x / self.bound) + 1.0) * 0.5  # [0, 1]
+        u = u.clamp(0.0, 1.0)
+        scaled = u[:, None, :] * self.resolutions[None, :, None]  # (N, L, 3)
+        base_f = scaled.floor()
+        frac = scaled - base_f
+        base = base_f.long()
+        # The 8 corners' indices and weights are combined per axis (two choices each) instead of
+        # materialising (N, L, 8, 3) integer tensors: ~3x faster on CPU.
+        res1 = self.resolutions.long() + 1  # (L,)
+        dense = self.dense[None, :]
+        axis_idx, axis_w = [], []
+        for d, (prime, stride) in enumerate(zip(_PRIMES, (1, res1, res1 * res1))):
+            c0, c1 = base[..., d], base[..., d] + 1
+            h0 = torch.where(dense, c0 * stride, c0 * prime)
+            h1 = torch.where(dense, c1 * stride, c1 * prime)
+            axis_idx.append((h0, h1))
+            axis_w.append((1.0 - frac[..., d], frac[..., d]))
+        idx_list, w_list = [], []
+        for c in range(8):
+            bx, by, bz = (c >> 2) & 1, (c >> 1) & 1, c & 1
+            ix, iy, iz = axis_idx[0][bx], axis_idx[1][by], axis_idx[2][bz]
+            idx_list.append(torch.where(dense, ix + iy + iz, ix ^ iy ^ iz))
+            w_list.append(axis_w[0][bx] * axis_w[1][by] * axis_w[2][bz])
+        idx = torch.stack(idx_list, dim=-1) % self.table_size + self.offsets[None, :, None]  # (N, L, 8)
+        w = torch.stack(w_list, dim=-1)  # (N, L, 8)
+        feats = F.embedding(idx.reshape(-1), self.table).reshape(*idx.shape, self.features)  # (N, L, 8, F)
+        out = (feats * w[..., None]).sum(2)  # (N, L, F)
+        return out.reshape(x.shape[0], -1)
+
+
+class FrequencyEncoding(nn.Module):
+    """NeRF's sinusoidal encoding; the slower baseline the hash grid is measured against."""
+
+    def __init__(self, n_freqs: int = 8, bound: float = 1.0, include_input: bool = True):
+        super().__init__()
+        self.bound = bound
+        self.include_input = include_input
+        self.register_buffer("freqs", 2.0 ** torch.arange(n_freqs) * math.pi, persistent=False)
+        self.output_dim = 3 * (2 * n_freqs + int(include_input))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x / self.bound
+        xf = x[..., None] * self.freqs  # (N, 3, F)
+        parts = [torch.sin(xf).flatten(-2), torch.cos(xf).flatten(-2)]
+        if self.include_input:
+            parts.insert(0, x)
+        return torch.cat(parts, dim=-1)
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    d = in_dim
+    for _ in range(layers - 1):
+        mods += [nn.Linear(d, hidden), nn.ReLU(inplace=True)]
+        d = hidden
+    mods.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*mods)
+
+
+class NeRFField(nn.Module):
+    """Density and albedo inside a sphere of radius ``bound``.
+
+    density(x) = softplus(mlp(x) + blob(x)); softplus rather than the paper's exp keeps fp32 CPU
+    training stable with the large SDS gradients of guidance weight 100. The blob
+    ``blob_density * exp(-|x|^2 / (2 r^2))`` starts the optimisation from a fuzzy ball at the centre
+    (paper §3.1), so early gradients shape an object rather than empty space."""
+
+    def __init__(self, bound: float = 1.0, encoding: str = "hashgrid", hidden_dim: int = 64,
+                 hash_levels: int = 12, hash_log2_table: int = 16, blob_density: float = 10.0,
+                 blob_radius: float = 0.5):
+        super().__init__()
+        self.bound = bound
+        self.blob_density = blob_density
+        self.blob_radius = blob_radius
+        if encoding == "hashgrid":
+            self.encoding = HashGridEncoding(bound=bound, levels=hash_levels, log2_table=hash_log2_table)
+        else:
+            self.encoding = FrequencyEncoding(bound=bound)
+        self.trunk = mlp(self.encoding.output_dim, hidden_dim, hidden_dim, layers=2)
+        self.density_head = nn.Linear(hidden_dim, 1)
+        self.albedo_head = nn.Linear(hidden_dim, 3)
+
+    def blob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blob_density * torch.exp(-(x * x).sum(-1) / (2.0 * self.blob_radius**2))
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.trunk(self.encoding(x)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,3) world points -> (density (N,), albedo (N,3)); zero density outside the sphere."""
+        h = self._features(x)
+        sigma = F.softplus(self.density_head(h).squeeze(-1) + self.blob(x))
+        inside = (x * x).sum(-1) <= self.bound**2
+        sigma = torch.where(inside, sigma, torch.zeros_like(sigma))
+        albedo = torch.sigmoid(self.albedo_head(h))
+        return sigma, albedo
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)[0]
+
+    def albedo(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)[1]
+
+    def param_groups(self, lr: float, mlp_lr_scale: float) -> list[dict]:
+        """Hash tables learn fast; the MLPs need a smaller step (as in instant-NGP setups)."""
+        enc = list(self.encoding.parameters())
+        rest = [p for n, p in self.named_parameters() if not n.startswith("encoding.")]
+        groups = [{"params": rest, "lr": lr * mlp_lr_scale, "name": "mlp"}]
+        if enc:
+            groups.insert(0, {"params": enc, "lr": lr, "name": "encoding"})
+        return groups
+
+
+class BackgroundField(nn.Module):
+    """Background colour as a function of ray direction only (paper: a separate MLP), so it cannot
+    explain anything that moves with parallax and the object has to live in the NeRF."""
+
+    def __init__(self, n_freqs: int = 4, hidden_dim: int = 32):
+        super().__init__()
+        self.encoding = FrequencyEncoding(n_freqs=n_freqs, bound=1.0)
+        self.net = mlp(self.encoding.output_dim, hidden_dim, 3, layers=2)
+
+    def forward(self, directions: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(self.encoding(directions)))

@@ -1,0 +1,233 @@
+"""The optimisation loop: SDS on random views, regularisers, previews, checkpoints, cancel, resume.
+
+One ``Trainer`` owns one run folder. ``run()`` either finishes (export included) or raises an
+EngineError after leaving the last checkpoint on disk; the CLI turns that into events and exit codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import __version__, runfolder
+from .cameras import orbit_cameras, sample_cameras, sample_light_positions, view_prompt, VIEW_LABELS
+from .config import JobConfig
+from .errors import Cancelled, OutOfMemory
+from .field import BackgroundField, NeRFField
+from .protocol import EventStream
+from .render import SHADING_MODES, render
+
+log = logging.getLogger("engine")
+
+
+def build_field(cfg: JobConfig) -> tuple[NeRFField, BackgroundField]:
+    field = NeRFField(
+        bound=cfg.bound, encoding=cfg.encoding, hidden_dim=cfg.hidden_dim, hash_levels=cfg.hash_levels,
+        hash_log2_table=cfg.hash_log2_table, blob_density=cfg.blob_density, blob_radius=cfg.blob_radius,
+    )
+    return field, BackgroundField()
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+OOM_ADVICE = (
+    "the GPU ran out of memory. Try --preset draft, a lower --render-resolution or --samples-per-ray, "
+    "--dtype fp16, or close other programs using the GPU. The last checkpoint is kept; resume with --resume"
+)
+
+
+class CancelFlag:
+    """Set by SIGINT/SIGTERM; the loop also polls the run folder's CANCEL file."""
+
+    def __init__(self):
+        self.set = False
+        self._old = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread)
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        self.set = True
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(self, cfg: JobConfig, run_dir: Path, events: EventStream, guidance, device: torch.device,
+                 progress_bar: bool = True):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.events = events
+        self.guidance = guidance
+        self.device = device
+        self.progress_bar = progress_bar
+        torch.manual_seed(cfg.seed)
+        self.field, self.background = build_field(cfg)
+        self.field.to(device)
+        self.background.to(device)
+        groups = self.field.param_groups(cfg.lr, cfg.mlp_lr_scale)
+        groups.append({"params": list(self.background.parameters()), "lr": cfg.lr * cfg.mlp_lr_scale, "name": "background"})
+        self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+        self.rng = torch.Generator().manual_seed(cfg.seed)  # cameras, lights, shading choice, SDS t and noise
+        self.step = 0
+        self.guidance_scale = cfg.guidance_scale if cfg.guidance_scale is not None else guidance.default_guidance_scale()
+        # Text embeddings once per view label (not per step), plus the unconditional/negative one.
+        self.uncond = guidance.encode_text([cfg.negative_prompt])[0]
+        self.cond = {label: guidance.encode_text([view_prompt(cfg.prompt, label)])[0] for label in VIEW_LABELS}
+        self.cancel = CancelFlag()
+
+    # --- state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "field": self.field.state_dict(),
+            "background": self.background.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "engine_version": __version__,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.field.load_state_dict(state["field"])
+        self.background.load_state_dict(state["background"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+
+    def save_checkpoint(self) -> Path:
+        path = runfolder.save_checkpoint(self.run_dir, self.state_dict())
+        self.events.emit("checkpoint", step=self.step, path=path)
+        return path
+
+    # --- one step ---------------------------------------------------------------------------------
+    def shading_mode(self) -> str:
+        if self.step < self.cfg.albedo_warmup:
+            return "albedo"
+        ratios = torch.tensor([self.cfg.albedo_ratio, self.cfg.shaded_ratio, self.cfg.textureless_ratio])
+        return SHADING_MODES[int(torch.multinomial(ratios, 1, generator=self.rng))]
+
+    def t_range(self) -> tuple[float, float]:
+        if not self.cfg.t_anneal:
+            return self.cfg.t_min, self.cfg.t_max
+        frac = self.step / max(self.cfg.steps - 1, 1)
+        return self.cfg.t_min, self.cfg.t_max + (self.cfg.t_anneal_to - self.cfg.t_max) * frac
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        cams = sample_cameras(
+            cfg.batch_size, self.rng, (cfg.elevation_min, cfg.elevation_max), (cfg.distance_min, cfg.distance_max),
+            (cfg.focal_min, cfg.focal_max), device=self.device,
+        )
+        lights = sample_light_positions(cams, self.rng)
+        mode = self.shading_mode()
+        out = render(self.field, self.background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
+                     light_positions=lights, ambient=cfg.ambient, generator=self.rng, normals=cfg.normals)
+        labels = cams.labels(cfg.overhead_elevation)
+        cond = torch.stack([self.cond[lab] for lab in labels])
+        uncond = self.uncond.expand_as(cond)
+        sds, info = self.guidance.sds_loss(out.image, cond, uncond, self.guidance_scale, self.t_range(), generator=self.rng)
+        # Opacity regulariser: a smooth L1 on accumulated alpha keeps empty space empty (no fog).
+        opacity_reg = torch.sqrt(out.opacity**2 + 0.01).mean()
+        loss = sds + cfg.orientation_weight * out.orientation_loss + cfg.opacity_weight * opacity_reg
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": float(loss.detach()), "sds": float(sds.detach()), "mode": mode, "grad_norm": info["grad_norm"]}
+
+    # --- previews ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render_preview(self) -> np.ndarray:
+        """A fixed orbit: textured row over textureless row, as an (H, W, 3) uint8 image."""
+        cfg = self.cfg
+        cams = orbit_cameras(cfg.preview_views, elevation=15.0, distance=0.5 * (cfg.distance_min + cfg.distance_max),
+                             focal=0.5 * (cfg.focal_min + cfg.focal_max), device=self.device)
+        # Light from the camera, raised a little: a fixed, readable lighting for every preview.
+        lights = cams.origins * 1.2 + torch.tensor([0.0, 1.0, 0.0], device=self.device)
+        rows = []
+        for mode in ("albedo", "textureless"):
+            imgs = []
+            for i in range(len(cams)):  # one view at a time keeps preview memory at one training render
+                sub = type(cams)(cams.c2w[i:i + 1], cams.focal[i:i + 1], cams.azimuth[i:i + 1], cams.elevation[i:i + 1], cams.distance[i:i + 1])
+                out = render(self.field, self.background, sub, cfg.render_resolution, cfg.samples_per_ray,
+                             shading="shaded" if mode == "albedo" else "textureless", light_positions=lights[i:i + 1],
+                             ambient=0.3, perturb=False, normals=cfg.normals)
+                imgs.append(out.image.detach()[0])
+            rows.append(torch.cat(imgs, dim=2))
+        grid = torch.cat(rows, dim=1).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        return (grid * 255 + 0.5).astype(np.uint8)
+
+    def write_preview(self) -> Path:
+        path = self.run_dir / "previews" / f"step_{self.step:06d}.png"
+        img = Image.fromarray(self.render_preview())
+        if img.width < 512:  # upscale tiny renders so they are visible in a UI panel
+            factor = max(1, 512 // img.width)
+            img = img.resize((img.width * factor, img.height * factor), Image.NEAREST)
+        tmp = path.with_suffix(".tmp.png")
+        img.save(tmp)
+        tmp.replace(path)
+        self.events.emit("preview", step=self.step, path=path)
+        return path
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        cfg = self.cfg
+        self.cancel.install()
+        start_step, t0 = self.step, time.monotonic()
+        bar = None
+        if self.progress_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="SDS", unit="step", dynamic_ncols=True)
+        last_emit = 0.0
+        try:
+            while self.step < cfg.steps:
+                if self.cancel.set or runfolder.cancel_requested(self.run_dir):
+                    path = self.save_checkpoint()
+                    self.events.emit("cancelled", run_dir=self.run_dir, step=self.step, checkpoint=path)
+                    raise Cancelled(f"cancelled at step {self.step}/{cfg.steps}; resume with --resume {self.run_dir}")
+                try:
+                    stats = self.train_step()
+                except RuntimeError as exc:
+                    if is_oom(exc):
+                        raise OutOfMemory(OOM_ADVICE) from exc
+                    raise
+                if not math.isfinite(stats["loss"]):
+                    log.warning("non-finite loss at step %d; skipping", self.step)
+                now = time.monotonic()
+                elapsed = now - t0
+                rate = (self.step - start_step) / max(elapsed, 1e-9)
+                eta = (cfg.steps - self.step) / rate if rate > 0 else None
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{stats['loss']:.3g}", mode=stats["mode"][:4])
+                if now - last_emit > 0.25 or self.step == cfg.steps or self.step == start_step + 1:
+                    last_emit = now
+                    self.events.emit("progress", stage="train", step=self.step, total=cfg.steps, loss=round(stats["loss"], 6),
+                                     elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 1))
+                if self.step % cfg.preview_every == 0 or self.step == cfg.steps or self.step == start_step + 1:
+                    self.write_preview()
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save_checkpoint()
+                    log.info("step %d/%d loss %.4g", self.step, cfg.steps, stats["loss"])
+        finally:
+            if bar is not None:
+                bar.close()
+            self.cancel.restore()
