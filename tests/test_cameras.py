@@ -1,0 +1,31 @@
+import torch
+
+from engine.cameras import make_cameras, orbit_cameras, sample_cameras, view_label, view_prompt
+
+
+def test_view_labels_follow_azimuth_and_elevation():
+    assert view_label(0, 10) == "front" and view_label(30, 0) == "front"
+    assert view_label(90, 0) == "side" and view_label(-90, 0) == "side"
+    assert view_label(180, 0) == "back" and view_label(-150, 20) == "back"
+    assert view_label(180, 75) == "overhead"
+    assert view_prompt("a red cube", "side") == "a red cube, side view"
+
+
+def test_camera_looks_at_origin_from_the_front():
+    cam = make_cameras(0.0, 0.0, 2.5, 1.0)
+    assert torch.allclose(cam.origins[0], torch.tensor([0.0, 0.0, 2.5]), atol=1e-5)
+    forward = -cam.c2w[0, :3, 2]
+    assert torch.allclose(forward, torch.tensor([0.0, 0.0, -1.0]), atol=1e-5)
+    overhead = make_cameras(0.0, 90.0, 2.0, 1.0)
+    assert torch.isfinite(overhead.c2w).all()
+
+
+def test_random_cameras_respect_ranges_and_seed():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a, b = sample_cameras(256, g1), sample_cameras(256, g2)
+    assert torch.equal(a.c2w, b.c2w)
+    assert a.elevation.min() >= -10 and a.elevation.max() <= 90
+    assert a.distance.min() >= 2.0 and a.distance.max() <= 3.0
+    assert set(a.labels()) == {"front", "side", "back", "overhead"}
+    ring = orbit_cameras(4)
+    assert ring.labels() == ["front", "side", "back", "side"]

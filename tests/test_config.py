@@ -1,0 +1,43 @@
+import pytest
+
+from engine.config import MAX_PROMPT_CHARS, PRESETS, build_config, parse_set_option
+from engine.errors import ConfigError
+
+
+def test_presets_differ_and_overrides_win():
+    draft, high = build_config("draft", prompt="a mug"), build_config("high", prompt="a mug")
+    assert draft.steps < high.steps and draft.mesh_resolution < high.mesh_resolution
+    assert build_config("draft", prompt="a mug", steps=7, render_resolution=None).steps == 7
+    assert set(PRESETS) == {"draft", "standard", "high"}
+
+
+@pytest.mark.parametrize("prompt, match", [("", "empty"), ("   ", "empty"), ("x" * (MAX_PROMPT_CHARS + 1), "characters long")])
+def test_bad_prompts(prompt, match):
+    with pytest.raises(ConfigError, match=match):
+        build_config("draft", prompt=prompt)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(steps=0), "positive"), (dict(steps=-5), "positive"), (dict(guidance_scale=-1.0), "guidance"),
+    (dict(t_min=0.5, t_max=0.4), "t_min"), (dict(texture_size=10), "texture size"), (dict(device="tpu"), "device"),
+    (dict(distance_min=0.5), "outside the bounding sphere"), (dict(albedo_ratio=0, shaded_ratio=0, textureless_ratio=0), "ratios"),
+])
+def test_bad_settings(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        build_config("draft", prompt="a mug", **overrides)
+
+
+def test_unknown_preset_lists_choices():
+    with pytest.raises(ConfigError, match="draft, standard, high"):
+        build_config("ultra", prompt="a mug")
+
+
+def test_set_option_parsing():
+    assert parse_set_option("lr=0.5") == ("lr", 0.5)
+    assert parse_set_option("t_anneal=true") == ("t_anneal", True)
+    assert parse_set_option("steps=12") == ("steps", 12)
+    assert parse_set_option("iso=none") == ("iso", None)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        parse_set_option("nope=1")
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse_set_option("steps=many")
