@@ -118,7 +118,8 @@ def exports(tmp_path_factory):
         shape = make()
         d = tmp_path_factory.mktemp(name)
         res = export_field(shape.density, af.octant_albedo, d,
-                           ExportSettings(resolution=RES, texture_size=TEX, progress=False, name=name))
+                           ExportSettings(resolution=RES, texture_size=TEX, target_faces=None, progress=False,
+                                          name=name))
         out[name] = (shape, res, load_glb(res.paths["glb"]))
     return out
 
@@ -333,4 +334,5 @@ def test_settings_validation(kwargs):
 def test_settings_defaults():
     s = ExportSettings()
     assert s.resolution == 256 and s.iso is None and s.iso_level == 10.0 and s.formats == ("glb",)
+    assert s.target_faces == 100_000 and ExportSettings(target_faces=None).target_faces is None
     assert ExportSettings(formats="obj").formats == ("obj",)
