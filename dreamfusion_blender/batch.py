@@ -81,7 +81,7 @@ def run_one(prompt: str, args, out: Path, python: str) -> tuple[bool, str]:
         prompt=prompt, out=args.runs or str(out / "runs"), model=args.model or s.model, preset=args.preset,
         negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,
         texture_size=args.texture_size, mesh_resolution=args.mesh_resolution, device=args.device or s.device,
-        extra=tuple(x for item in args.set for x in ("--set", item)),
+        extra=s.extra + tuple(x for item in args.set for x in ("--set", item)),
     )
 
     def verbose(ev, state):

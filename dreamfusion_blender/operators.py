@@ -37,7 +37,7 @@ class _JobOperator:
         except (FileNotFoundError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        if self.wait or bpy.app.background:  # timers do not run once a background script returns
+        if self.wait or (bpy.app.background and runner.BLOCK_IN_BACKGROUND):  # no timers after a background script
             ok, msg, _ = runner.wait(job)
             return {"FINISHED"} if ok else {"CANCELLED"}
         runner.ensure_timer()

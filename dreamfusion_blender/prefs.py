@@ -43,6 +43,12 @@ class Settings:
     model: str
     device: str
     output_dir: str
+    extra: tuple = ()  # engine flags from the "Extra engine settings" preference
+
+
+def parse_extra(text: str) -> tuple:
+    """'preview_every=50 iso=5' -> ('--set', 'preview_every=50', '--set', 'iso=5'); the engine validates them."""
+    return tuple(x for item in (text or "").split() for x in ("--set", item))
 
 
 def get_prefs():
@@ -63,7 +69,8 @@ def settings() -> Settings:
         python = str(venv_py) if venv_py.is_file() else sys.executable
     out = bpy.path.abspath(p.output_dir) if p and p.output_dir else str(user_folder() / "runs")
     return Settings(python=python, model=(p.model if p else "") or DEFAULT_MODEL,
-                    device=p.device.lower() if p else "auto", output_dir=out)
+                    device=p.device.lower() if p else "auto", output_dir=out,
+                    extra=parse_extra(p.extra_settings) if p else ())
 
 
 def _redraw_prefs() -> None:
@@ -166,6 +173,11 @@ class DreamFusionPreferences(bpy.types.AddonPreferences):
         description="Where run folders are written. Empty: 'runs' in the add-on's user folder",
     )
 
+    extra_settings: bpy.props.StringProperty(
+        name="Extra engine settings",
+        description="Advanced: KEY=VALUE pairs separated by spaces, passed to the engine as --set (see engine/config.py)",
+    )
+
     def draw(self, context):
         layout = self.layout
         s = settings()
@@ -190,6 +202,7 @@ class DreamFusionPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "device")
         layout.prop(self, "output_dir")
         layout.label(text=f"Runs go to: {s.output_dir}")
+        layout.prop(self, "extra_settings")
 
 
 classes = (DREAMFUSION_OT_setup_engine, DREAMFUSION_OT_check_engine, DreamFusionPreferences)

@@ -18,6 +18,9 @@ from .prefs import Settings, settings
 from .worker import Worker
 
 TICK_S = 0.25
+# Operators block until the run ends when Blender runs in background mode, because timers never fire
+# once a --background script returns. Tests set this False to exercise the timer path (calling tick()).
+BLOCK_IN_BACKGROUND = True
 
 
 def request_from_scene(scene, s: Settings | None = None) -> engine_cli.GenerateRequest:
@@ -26,7 +29,7 @@ def request_from_scene(scene, s: Settings | None = None) -> engine_cli.GenerateR
     return engine_cli.GenerateRequest(
         prompt=p.prompt, negative_prompt=p.negative_prompt, preset=p.preset, seed=p.seed, steps=p.steps or None,
         guidance_scale=p.guidance_scale or None, texture_size=p.texture_size or None,
-        mesh_resolution=p.mesh_resolution or None, model=s.model, device=s.device, out=s.output_dir,
+        mesh_resolution=p.mesh_resolution or None, model=s.model, device=s.device, out=s.output_dir, extra=s.extra,
     )
 
 

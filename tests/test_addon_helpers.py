@@ -1,0 +1,65 @@
+"""Shared set-up for the add-on tests (no tests here).
+
+bpy (Blender as a Python module) can be imported once per process and keeps its state, so this
+module isolates Blender's user folder (BLENDER_USER_RESOURCES) before bpy is first imported, builds
+the tiny random-weight model once, and enables the add-on the way Blender would (addon_utils).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (str(ROOT), str(ROOT / "tests")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+_USER = tempfile.mkdtemp(prefix="dreamfusion-blender-user-")
+os.environ.setdefault("BLENDER_USER_RESOURCES", _USER)
+
+# Keeps a CPU run of the tiny model to seconds: fewer preview views and samples, a small hash grid,
+# and a starting blob dense enough to cross the exporter's iso level after a few random steps.
+FAST_SETTINGS = "preview_views=1 render_resolution=32 samples_per_ray=16 hash_log2_table=12 blob_density=20"
+FAST_ARGS = ["--steps", "4", "--mesh-resolution", "64", "--texture-size", "128", "--preset", "draft"]
+FAST_SET = [x for item in FAST_SETTINGS.split() for x in ("--set", item)]
+
+_TINY: Path | None = None
+
+
+def tiny_model() -> Path:
+    """The tiny pixel-space diffusers model (tests/tiny_models.py), built once per test session."""
+    global _TINY
+    if _TINY is None:
+        from tiny_models import make_tiny_pixel_model
+
+        _TINY = make_tiny_pixel_model(Path(tempfile.mkdtemp(prefix="dreamfusion-tiny-")) / "tiny")
+    return _TINY
+
+
+def enable_addon():
+    import addon_utils
+    import bpy
+
+    if "dreamfusion_blender" not in bpy.context.preferences.addons:
+        addon_utils.enable("dreamfusion_blender", default_set=True, handle_error=None)
+    return bpy.context.preferences.addons["dreamfusion_blender"].preferences
+
+
+def drive(job, timeout: float = 240.0, on_tick=None):
+    """Call the timer callback by hand (timers never fire in bpy-as-a-module) until the job is handled."""
+    from dreamfusion_blender import runner
+
+    deadline = time.monotonic() + timeout
+    while not job.handled:
+        if time.monotonic() > deadline:
+            job.worker.kill()
+            raise AssertionError(f"job did not finish in {timeout}s: {job.state}")
+        runner.tick()
+        if on_tick is not None:
+            on_tick(job)
+        time.sleep(0.05)
+    return job.state
