@@ -8,6 +8,7 @@ the tiny random-weight model once, and enables the add-on the way Blender would 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,9 +35,11 @@ def tiny_model() -> Path:
     """The tiny pixel-space diffusers model (tests/tiny_models.py), built once per test session."""
     global _TINY
     if _TINY is None:
-        from tiny_models import make_tiny_pixel_model
-
-        _TINY = make_tiny_pixel_model(Path(tempfile.mkdtemp(prefix="dreamfusion-tiny-")) / "tiny")
+        # In a subprocess: the test process holds bpy and stays free of torch, like Blender would.
+        folder = Path(tempfile.mkdtemp(prefix="dreamfusion-tiny-")) / "tiny"
+        code = f"from tiny_models import make_tiny_pixel_model; make_tiny_pixel_model({str(folder)!r})"
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT / "tests", check=True, capture_output=True, timeout=300)
+        _TINY = folder
     return _TINY
 
 

@@ -1,0 +1,61 @@
+"""The add-on registers and unregisters cleanly in real (headless) Blender, and its settings resolve."""
+
+import test_addon_helpers as H  # noqa: F401  (isolates Blender's user folder before bpy is imported)
+
+import bpy  # noqa: I001  (first: bpy puts addon_utils on sys.path)
+import addon_utils
+
+from dreamfusion_blender import prefs
+
+
+def _present():
+    return {
+        "panel": hasattr(bpy.types, "VIEW3D_PT_dreamfusion"),
+        "prefs": getattr(bpy.context.preferences.addons.get("dreamfusion_blender"), "preferences", None) is not None,
+        "scene_props": "dreamfusion" in bpy.types.Scene.bl_rna.properties,
+        "operators": all(hasattr(bpy.types, f"DREAMFUSION_OT_{n}") for n in
+                         ("generate", "cancel", "resume", "reexport", "randomize_seed", "setup_engine", "check_engine")),
+    }
+
+
+def test_register_and_unregister_cleanly():
+    H.enable_addon()
+    assert all(_present().values()), _present()
+    import dreamfusion_blender
+
+    assert dreamfusion_blender._CLI_HANDLE is not None  # `blender -c dreamfusion` is registered
+    addon_utils.disable("dreamfusion_blender", default_set=True, handle_error=None)
+    assert not any(_present().values()), _present()
+    assert dreamfusion_blender._CLI_HANDLE is None
+    H.enable_addon()  # and again: no leftovers break a second registration
+    assert all(_present().values())
+
+
+def test_panel_settings_and_operators():
+    H.enable_addon()
+    scene = bpy.context.scene
+    p = scene.dreamfusion
+    assert p.preset == "draft" and p.steps == 0 and p.texture_size == 0
+    p.prompt = ""
+    assert not bpy.ops.dreamfusion.generate.poll()  # nothing to generate without a prompt
+    p.prompt = "a red cube"
+    assert bpy.ops.dreamfusion.generate.poll()
+    assert not bpy.ops.dreamfusion.cancel.poll()  # nothing running
+    assert not bpy.ops.dreamfusion.resume.poll()  # no run folder yet
+    seeds = set()
+    for _ in range(3):
+        bpy.ops.dreamfusion.randomize_seed()
+        seeds.add(p.seed)
+    assert len(seeds) > 1
+
+
+def test_settings_resolution(tmp_path):
+    pr = H.enable_addon()
+    pr.python_path, pr.model, pr.device, pr.output_dir = "", "builtin:shapes", "CPU", str(tmp_path)
+    pr.extra_settings = "iso=5 preview_every=10"
+    s = prefs.settings()
+    assert s.model == "builtin:shapes" and s.device == "cpu" and s.output_dir == str(tmp_path)
+    assert s.extra == ("--set", "iso=5", "--set", "preview_every=10")
+    assert s.python  # the managed venv if it exists, else this interpreter
+    pr.extra_settings, pr.output_dir = "", ""
+    assert prefs.settings().output_dir.endswith("runs")
