@@ -75,14 +75,15 @@ def build_text_encoder(vocab_size: int, hidden: int = 64, layers: int = 2):
     return CLIPTextModel(cfg)
 
 
-def build_unet(size: int, cross_dim: int, width: int = 64):
+def build_unet(size: int, cross_dim: int, channels=(32, 64, 64)):
+    """Three levels (size, size/2, size/4); cross-attention on the two lower ones and the mid block."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=size, in_channels=3, out_channels=3,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(width, width * 2, width * 2), layers_per_block=1,
+        block_out_channels=tuple(channels), layers_per_block=1,
         cross_attention_dim=cross_dim, attention_head_dim=4, norm_num_groups=8,
     )
 
@@ -201,12 +202,12 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resolution", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--views", type=int, default=1000, help="cached views per shape")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--width", type=int, default=64, help="U-Net base channels (levels: w, 2w, 2w)")
+    ap.add_argument("--channels", type=str, default="32,64,64", help="U-Net channels per level")
     ap.add_argument("--text-hidden", type=int, default=64)
     ap.add_argument("--text-layers", type=int, default=2)
     ap.add_argument("--cond-drop", type=float, default=0.12)
@@ -232,7 +233,7 @@ def main(argv=None):
 
     tokenizer = build_tokenizer()
     text_encoder = build_text_encoder(len(tokenizer), args.text_hidden, args.text_layers)
-    unet = build_unet(args.resolution, args.text_hidden, args.width)
+    unet = build_unet(args.resolution, args.text_hidden, [int(c) for c in args.channels.split(',')])
     scheduler = build_scheduler()
     n_unet = sum(p.numel() for p in unet.parameters())
     n_text = sum(p.numel() for p in text_encoder.parameters())
