@@ -105,30 +105,33 @@ def cmd_generate(args, events: EventStream) -> int:
             if overrides.get(key) is not None:
                 setattr(cfg, key, overrides[key])
         validate(cfg)
+        runfolder.clear_cancel(run_dir)
     else:
         if args.prompt is None:
             raise ConfigError("give a prompt, e.g. python -m engine generate \"a ceramic mug\", or --resume RUN_DIR")
         cfg = build_config(args.preset or "standard", **{k: v for k, v in overrides.items()})
-        device = pick_device(cfg.device)  # fail on a bad device before creating anything
-        run_dir = runfolder.create_run_dir(Path(args.out), cfg.prompt)
-        cfg.save(run_dir / runfolder.CONFIG)
-    events.attach(run_dir / runfolder.EVENTS)
-    _setup_logging(run_dir, quiet=args.no_progress)
+        run_dir = None
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device)
-    events.emit("start", run_dir=run_dir, config=cfg.to_json(), engine_version=__version__, device=str(device),
-                resumed_from=None if state is None else int(state["step"]))
-    log.info("run folder %s, device %s, dtype %s", run_dir, device, dtype)
+    # Load the model before creating a run folder: a missing or broken model leaves nothing behind.
     events.emit("progress", stage="load", step=0, total=1, loss=None, elapsed_s=0.0, eta_s=None)
     try:
         guidance = Guidance(cfg.model, device, dtype, offline=cfg.offline)
     except RuntimeError as exc:
-        from .train import OOM_ADVICE, is_oom
         from .errors import OutOfMemory
+        from .train import OOM_ADVICE, is_oom
 
         if is_oom(exc):
             raise OutOfMemory(OOM_ADVICE) from exc
         raise
+    if run_dir is None:
+        run_dir = runfolder.create_run_dir(Path(args.out), cfg.prompt)
+        cfg.save(run_dir / runfolder.CONFIG)
+    events.attach(run_dir / runfolder.EVENTS)
+    _setup_logging(run_dir, quiet=args.no_progress)
+    events.emit("start", run_dir=run_dir, config=cfg.to_json(), engine_version=__version__, device=str(device),
+                resumed_from=None if state is None else int(state["step"]))
+    log.info("run folder %s, device %s, dtype %s, model %s (%s)", run_dir, device, dtype, cfg.model, guidance.family)
     from .train import Trainer
 
     trainer = Trainer(cfg, run_dir, events, guidance, device, progress_bar=not args.no_progress)

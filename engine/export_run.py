@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import shutil
 from pathlib import Path
 
 import torch
@@ -38,9 +39,21 @@ def export_run(run_dir: Path, cfg: JobConfig, events: EventStream, device: torch
         name="asset",
     )
 
-    def on_progress(stage: str, fraction: float) -> None:
-        events.emit("progress", stage="export", substage=stage, step=round(fraction * 100), total=100)
+    last = {"stage": None, "pct": -100}
 
-    with torch.no_grad():
-        result = export_field(field.density, field.albedo, out_dir, settings, progress_callback=on_progress)
-    return {k: str(v) for k, v in result.paths.items()}
+    def on_progress(stage: str, fraction: float) -> None:
+        pct = round(fraction * 100)
+        if stage != last["stage"] or pct - last["pct"] >= 10 or pct == 100:  # a few events per stage, not hundreds
+            last.update(stage=stage, pct=pct)
+            events.emit("progress", stage="export", substage=stage, step=pct, total=100)
+
+    # Write into a side folder and rename at the end: a failed export leaves no half-written asset.
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        with torch.no_grad():
+            result = export_field(field.density, field.albedo, partial, settings, progress_callback=on_progress)
+        partial.rename(out_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return {k: str(out_dir / Path(v).name) for k, v in result.paths.items()}

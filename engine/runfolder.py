@@ -92,3 +92,8 @@ def load_checkpoint(run_dir: Path, map_location="cpu") -> dict:
 
 def cancel_requested(run_dir: Path) -> bool:
     return (Path(run_dir) / CANCEL).exists()
+
+
+def clear_cancel(run_dir: Path) -> None:
+    """Resuming means the user wants the run to go on: forget an earlier cancel request."""
+    (Path(run_dir) / CANCEL).unlink(missing_ok=True)
