@@ -263,12 +263,14 @@ def test_decimation_and_obj(tmp_path):
     assert res.n_faces <= 3000 * 1.05 and res.watertight
     mesh = load_glb(res.paths["glb"])
     m = measure(shape, mesh)
+    print(f"torus decimated to {res.n_faces} faces: chamfer={m['chamfer']:.5f} NC={m['normal_consistency']:.4f} "
+          f"colour MAE={m['color_mae']:.4f}")
     # 3000 faces on this torus: edge ~0.04, sagitta error ~ 0.04^2 / (8 * 0.2) = 0.001; allow 0.01.
     assert m["chamfer"] < 0.01 and m["normal_consistency"] > 0.98 and m["color_mae"] < 0.05
     obj = res.paths["obj"]
     mtl = obj.with_suffix(".mtl")
     assert obj.exists() and mtl.exists()
-    assert "map_Kd torus.png".replace("torus", "asset") in mtl.read_text()
+    assert "map_Kd asset.png" in mtl.read_text()
     assert f"mtllib {mtl.name}" in obj.read_text()[:2000]
     loaded = trimesh.load(obj, force="mesh")
     assert abs(loaded.area - mesh.area) / mesh.area < 1e-3
