@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--python", help="interpreter that runs the engine (default: the preferences')")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to the engine")
     g.add_argument("--timeout", type=float, help="seconds per prompt before it is cancelled")
-    g.add_argument("--verbose", action="store_true", help="also print every progress event")
+    g.add_argument("--verbose", action="store_true", help="also print progress while a run goes (every 10 s)")
     return parser
 
 
@@ -84,9 +84,15 @@ def run_one(prompt: str, args, out: Path, python: str) -> tuple[bool, str]:
         extra=s.extra + tuple(x for item in args.set for x in ("--set", item)),
     )
 
+    last = {"t": 0.0, "stage": None}
+
     def verbose(ev, state):
+        # Throttled: a stage change or every 10 s, so a 15000-step run does not print 15000 lines.
         if args.verbose and ev.get("event") == "progress":
-            print(f"    {state.summary()}", flush=True)
+            now = time.monotonic()
+            if state.stage != last["stage"] or now - last["t"] >= 10:
+                last.update(t=now, stage=state.stage)
+                print(f"    {state.summary()}", flush=True)
 
     job = runner.start_generate(bpy.context.scene, req, python=python)
     ok, msg, obj = runner.wait(job, on_event=verbose, timeout=args.timeout)

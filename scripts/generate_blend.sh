@@ -10,6 +10,7 @@
 #            (Stable Diffusion 2.1 base; on CPU it would take hours).
 #   PRESET   draft | standard | high (default: draft)
 #   STEPS, SEED, DEVICE   passed to the engine when set
+#   EXTRA_ARGS            further batch/engine options, word-split (e.g. "--set iso=5 --mesh-resolution 128")
 #
 # Runs `python -m dreamfusion_blender.batch generate` (the same code as `blender -c dreamfusion generate`),
 # prints one line per run and exits non-zero if the generation failed.
@@ -51,4 +52,6 @@ ARGS=(generate --prompt "$PROMPT" --out "$OUT" --model "$MODEL" --preset "${PRES
 [ -n "${STEPS:-}" ] && ARGS+=(--steps "$STEPS")
 [ -n "${SEED:-}" ] && ARGS+=(--seed "$SEED")
 [ -n "${DEVICE:-}" ] && ARGS+=(--device "$DEVICE")
+# shellcheck disable=SC2206
+[ -n "${EXTRA_ARGS:-}" ] && ARGS+=(${EXTRA_ARGS})
 exec "$PYTHON" -m dreamfusion_blender.batch "${ARGS[@]}"

@@ -59,3 +59,15 @@ def test_settings_resolution(tmp_path):
     assert s.python  # the managed venv if it exists, else this interpreter
     pr.extra_settings, pr.output_dir = "", ""
     assert prefs.settings().output_dir.endswith("runs")
+
+
+def test_check_engine_reports_torch_and_model():
+    pr = H.enable_addon()
+    pr.python_path, pr.device, pr.model = "", "CPU", str(H.tiny_model())
+    assert bpy.ops.dreamfusion.check_engine(wait=True) == {"FINISHED"}
+    kind, msg = prefs.check_report()
+    assert kind == {"INFO"} and msg.startswith("OK:") and "torch" in msg and "ok" in msg, msg
+    pr.model = "/no/such/model"
+    bpy.ops.dreamfusion.check_engine(wait=True)
+    kind, msg = prefs.check_report()
+    assert kind == {"WARNING"} and "/no/such/model" in msg
