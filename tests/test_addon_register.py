@@ -71,3 +71,50 @@ def test_check_engine_reports_torch_and_model():
     bpy.ops.dreamfusion.check_engine(wait=True)
     kind, msg = prefs.check_report()
     assert kind == {"WARNING"} and "/no/such/model" in msg
+
+
+class _FakeLayout:
+    """Stands in for UILayout (bpy-as-a-module has no window to draw in): records what draw() asks for."""
+
+    def __init__(self, calls):
+        self.calls, self.enabled = calls, True
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return self if name in ("column", "row", "box", "split") else None
+
+        return call
+
+
+def test_panel_and_preferences_draw_without_errors():
+    from dreamfusion_blender import panel
+    from dreamfusion_blender.jobs import MANAGER, Job
+    from dreamfusion_blender.worker import Worker
+
+    pr = H.enable_addon()
+    scene = bpy.context.scene
+    scene.dreamfusion.last_run_dir, scene.dreamfusion.last_status = "/tmp/x", "generate failed: boom"
+
+    def draw(cls, data):
+        calls = []
+        holder = type("Holder", (), {"layout": _FakeLayout(calls)})()
+        cls.draw(holder if data is None else type("P", (), {"layout": _FakeLayout(calls), **{
+            k: getattr(data, k) for k in ("python_path", "model", "device", "output_dir", "extra_settings")}})(),
+            bpy.context)
+        return [c[0] for c in calls], calls
+
+    names, _ = draw(panel.VIEW3D_PT_dreamfusion, None)
+    assert "operator" in names and "progress" not in names
+    saved = MANAGER.current
+    job = Job("generate", Worker(["never-started"]), label="a red cube")  # not started: counts as running
+    job.state.stage, job.state.step, job.state.total, job.state.eta_s = "train", 5, 10, 70
+    MANAGER.current = job
+    try:
+        names, calls = draw(panel.VIEW3D_PT_dreamfusion, None)
+    finally:
+        MANAGER.current = saved
+    progress = [c for c in calls if c[0] == "progress"]
+    assert progress and progress[0][2]["factor"] == 0.5 and "5/10" in progress[0][2]["text"]
+    names, _ = draw(type(pr), pr)
+    assert names.count("operator") == 2  # Set up engine, Check engine
