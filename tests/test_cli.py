@@ -234,3 +234,21 @@ def test_check_reports_torch_and_model(capsys, tiny_pixel_model):
     report = json.loads(capsys.readouterr().out)
     assert report["torch"] == torch.__version__ and report["model"]["ok"] and report["device"] == "cpu"
     assert cli.main(["check", "--model", "/nope"]) == 2
+
+
+def test_model_folder_recommendations_apply_unless_set_explicitly(tmp_path, tiny_pixel_model, fast_args):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pixel_model, model)
+    (model / "dreamfusion.json").write_text(json.dumps({"guidance_scale": 7.0, "defaults": {"render_resolution": 24, "steps": 99,
+                                                                                          "ambient": 0.25}}))
+    args = ["generate", "a red cube", "--out", str(tmp_path / "runs"), "--model", str(model), "--no-export", *fast_args]
+    args[args.index("--steps") + 1] = "2"
+    assert cli.main(args) == 0
+    cfg = json.loads((only_run_dir(tmp_path / "runs") / "config.json").read_text())
+    # The CLI's --render-resolution 32 and --steps 2 are explicit and win; ambient comes from the model.
+    assert cfg["render_resolution"] == 32 and cfg["steps"] == 2 and cfg["ambient"] == 0.25
+    from engine.guidance import Guidance
+
+    assert Guidance(str(model), torch.device("cpu"), torch.float32).default_guidance_scale() == 7.0
