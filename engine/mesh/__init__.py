@@ -49,6 +49,7 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
             surface.check_occupancy(g, iso, s.bound)
             verts, faces = surface.extract_surface(g, iso, s.bound)
             del g
+            n_extracted = len(faces)
         with rep.stage("clean"):
             verts, faces, n_comp, n_kept = surface.keep_components(verts, faces, s.keep_fraction)
         if s.target_faces is not None and len(faces) > s.target_faces:
@@ -83,7 +84,8 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
     timings = dict(rep.timings)
     timings["total"] = time.perf_counter() - t_start
     return ExportResult(paths=paths, n_vertices=len(verts), n_faces=len(uv_faces), iso=iso, watertight=watertight,
-                        timings=timings, n_components=n_comp, n_components_kept=n_kept, texture_coverage=coverage)
+                        timings=timings, n_faces_extracted=n_extracted, n_components=n_comp,
+                        n_components_kept=n_kept, texture_coverage=coverage)
 
 
 def _eval_mode(*fns) -> list:

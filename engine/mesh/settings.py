@@ -107,6 +107,7 @@ class ExportResult:
     iso: float
     watertight: bool
     timings: dict[str, float] = field(default_factory=dict)
+    n_faces_extracted: int = 0  # marching-cubes faces, before the component filter and decimation
     n_components: int = 0
     n_components_kept: int = 0
     texture_coverage: float = 0.0  # fraction of texels inside a chart before dilation
