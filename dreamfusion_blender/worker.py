@@ -136,7 +136,8 @@ class Worker:
         """
         if self.proc is None or self.state.exited:
             return
-        if self.state.run_dir:
+        self.poll()  # a queued `start` event may carry the run folder the CANCEL file belongs in
+        if self.state.run_dir and not self.state.exited:
             try:
                 (Path(self.state.run_dir) / "CANCEL").touch()
             except OSError:

@@ -33,6 +33,7 @@ def test_register_and_unregister_cleanly():
 
 def test_panel_settings_and_operators():
     H.enable_addon()
+    bpy.ops.wm.read_homefile(use_empty=True)  # fresh scene settings, whatever ran before
     scene = bpy.context.scene
     p = scene.dreamfusion
     assert p.preset == "draft" and p.steps == 0 and p.texture_size == 0
