@@ -327,7 +327,8 @@ def test_module_field_and_device_argument(tmp_path):
 @pytest.mark.parametrize("kwargs", [dict(resolution=16), dict(resolution=2000), dict(resolution=128.0),
                                     dict(texture_size=32), dict(iso=-1.0), dict(iso=float("nan")),
                                     dict(keep_fraction=1.5), dict(formats=("fbx",)), dict(formats=()),
-                                    dict(target_faces=10), dict(bound=0), dict(name="../x")])
+                                    dict(target_faces=10), dict(bound=0), dict(name="../x"),
+                                    dict(device="gpu0")])
 def test_settings_validation(kwargs):
     with pytest.raises(ConfigError):
         ExportSettings(**kwargs)

@@ -84,6 +84,11 @@ class ExportSettings:
              f"formats must be a non-empty subset of {FORMATS}, got {self.formats!r}")
         need(isinstance(self.bound, (int, float)) and math.isfinite(self.bound) and self.bound > 0,
              f"bound must be a positive radius, got {self.bound!r}")
+        try:
+            import torch
+            torch.device(self.device)
+        except (RuntimeError, TypeError, ValueError):
+            need(False, f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:0', got {self.device!r}")
         need(isinstance(self.name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.name) is not None,
              f"name must be a plain file stem (letters, digits, '.', '_', '-'), got {self.name!r}")
         need(is_int(self.chunk_size) and self.chunk_size >= 1024,

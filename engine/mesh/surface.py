@@ -127,7 +127,8 @@ def signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:
 def orient_outward(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Marching cubes winds every triangle the same way relative to the density gradient, so one
     global test suffices: a closed surface enclosing material has positive signed volume when its
-    normals point outward (holes/cavities subtract, as they should)."""
+    normals point outward (holes/cavities subtract, as they should). For a density (large inside)
+    scikit-image's winding comes out inward, so in practice this flips; the test keeps it honest."""
     if signed_volume(verts, faces) < 0:
         faces = faces[:, [0, 2, 1]]
     return np.ascontiguousarray(faces)
