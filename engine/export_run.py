@@ -39,12 +39,16 @@ def export_run(run_dir: Path, cfg: JobConfig, events: EventStream, device: torch
         name="asset",
     )
 
-    last = {"stage": None, "pct": -100}
+    # One overall percentage across the exporter's stages, so a progress bar never jumps back to 0
+    # or shows 100% before the asset exists.
+    stages = ["density", "surface", "clean", "decimate", "orient", "uv", "rasterize", "albedo", "dilate", "write"]
+    last = {"pct": -100}
 
     def on_progress(stage: str, fraction: float) -> None:
-        pct = round(fraction * 100)
-        if stage != last["stage"] or pct - last["pct"] >= 10 or pct == 100:  # a few events per stage, not hundreds
-            last.update(stage=stage, pct=pct)
+        idx = stages.index(stage) if stage in stages else len(stages) - 1
+        pct = min(99, int(100 * (idx + fraction) / len(stages)))
+        if pct - last["pct"] >= 5:  # a few dozen events per export, not hundreds
+            last["pct"] = pct
             events.emit("progress", stage="export", substage=stage, step=pct, total=100)
 
     # Write into a side folder and rename at the end: a failed export leaves no half-written asset.

@@ -4,7 +4,7 @@
 #   scripts/generate_blend.sh ["a red cube"] [OUT_DIR]
 #
 # Environment (all optional):
-#   PYTHON   Python 3.11 with bpy + the engine's requirements (default: .venv/bin/python, created if missing)
+#   PYTHON   Python 3.11 with bpy + the engine's requirements (default: .venv/bin/python, set up by scripts/setup_env.sh)
 #   MODEL    hub id, local diffusers folder or builtin:shapes. Default: builtin:shapes (offline, small)
 #            unless the Hugging Face hub is reachable AND a CUDA GPU is present, then the engine's default
 #            (Stable Diffusion 2.1 base; on CPU it would take hours).
@@ -22,12 +22,9 @@ PROMPT="${1:-a red cube}"
 OUT="${2:-$ROOT/out}"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 
-if [ ! -x "$PYTHON" ]; then
-  echo "setting up $ROOT/.venv (Python 3.11, bpy 5.0.1, engine requirements; several GB)..." >&2
-  BASE="$(command -v python3.11 || command -v python3)"
-  "$BASE" -m venv "$ROOT/.venv"
-  PYTHON="$ROOT/.venv/bin/python"
-  "$PYTHON" -m pip install --disable-pip-version-check -q -r engine/requirements.txt "bpy==5.0.1"
+if [ "$PYTHON" = "$ROOT/.venv/bin/python" ]; then
+  # The project's environment: created and filled on first use (torch, diffusers, bpy, ...).
+  bash "$ROOT/scripts/setup_env.sh" >&2
 fi
 "$PYTHON" -c "import bpy, torch" 2>/dev/null || {
   echo "error: $PYTHON cannot import bpy and torch; install them: $PYTHON -m pip install -r engine/requirements.txt bpy==5.0.1" >&2
