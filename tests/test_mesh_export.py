@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import analytic_fields as af  # noqa: E402
 
 from engine.errors import ConfigError, ExportError  # noqa: E402
-from engine.mesh import ExportResult, ExportSettings, export_field  # noqa: E402
+from engine.mesh import STAGE_COST, STAGES, ExportResult, ExportSettings, export_field  # noqa: E402
 
 RES = 96
 H = 2.0 / (RES - 1)
@@ -299,6 +299,8 @@ def test_progress_callback(tmp_path):
     stages = list(dict.fromkeys(s for s, _ in events))
     assert stages[0] == "density" and stages[-1] == "write"
     assert {"surface", "uv", "albedo"} <= set(stages)
+    assert stages == [st for st in STAGES if st in stages], "reported in the documented order"
+    assert set(STAGE_COST) == set(STAGES) and abs(sum(STAGE_COST.values()) - 1) < 1e-9
     for st in stages:
         fr = [f for s, f in events if s == st]
         assert fr[0] == 0.0 and fr[-1] == 1.0 and all(0 <= f <= 1 for f in fr) and fr == sorted(fr)

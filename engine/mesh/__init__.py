@@ -17,10 +17,10 @@ import torch
 
 from ..errors import ExportError
 from . import bake, grid, surface, uv, write
-from .progress import ProgressCallback, Reporter
+from .progress import STAGE_COST, STAGES, ProgressCallback, Reporter
 from .settings import DEFAULT_ISO, ExportResult, ExportSettings
 
-__all__ = ["ExportSettings", "ExportResult", "export_field", "DEFAULT_ISO"]
+__all__ = ["ExportSettings", "ExportResult", "export_field", "DEFAULT_ISO", "STAGES", "STAGE_COST"]
 
 
 def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -32,7 +32,8 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
     density_fn: (N,3) float32 world points on ``settings.device`` -> (N,) non-negative density.
     albedo_fn:  (N,3) -> (N,3) colours in [0,1].
     progress_callback(stage, fraction) is called as each stage starts (0), advances and ends (1);
-    stages: density, surface, clean, decimate (if asked), uv, rasterize, albedo, dilate, write.
+    stages, in order: ``STAGES`` (density, surface, clean, decimate (only if needed), orient, uv,
+    rasterize, albedo, dilate, write); ``STAGE_COST`` gives each one's rough share of the time.
     The surface is the level set density = iso (default 10, see ``surface`` / docs/EXPORT.md).
     Raises ExportError (with advice) when the field is empty or fills the bounding sphere."""
     s = settings or ExportSettings()

@@ -10,6 +10,13 @@ from tqdm.auto import tqdm
 
 ProgressCallback = Callable[[str, float], None]
 
+#: Every stage export_field reports, in order ("decimate" only when the mesh has more faces than
+#: target_faces). STAGE_COST is a rough share of the total time of a default 256^3 CPU export
+#: (docs/BENCHMARKS-export.md; xatlas dominates), for callers that show one overall percentage.
+STAGES = ("density", "surface", "clean", "decimate", "orient", "uv", "rasterize", "albedo", "dilate", "write")
+STAGE_COST = {"density": 0.05, "surface": 0.01, "clean": 0.005, "decimate": 0.005, "orient": 0.005,
+              "uv": 0.85, "rasterize": 0.04, "albedo": 0.01, "dilate": 0.01, "write": 0.015}
+
 
 class Stage:
     def __init__(self, reporter: "Reporter", name: str, total: int):
