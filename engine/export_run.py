@@ -24,7 +24,7 @@ def load_field(run_dir: Path, cfg: JobConfig, device: torch.device, state: dict 
 def export_run(run_dir: Path, cfg: JobConfig, events: EventStream, device: torch.device, out_dir: Path | None = None,
                field=None, progress: bool = True) -> dict:
     """Write the asset; the final export goes to ``asset/``, re-exports to ``export-<time>/``."""
-    from .mesh import ExportSettings, export_field
+    from .mesh import STAGE_COST, STAGES, ExportSettings, export_field
 
     run_dir = Path(run_dir)
     if out_dir is None:
@@ -39,15 +39,18 @@ def export_run(run_dir: Path, cfg: JobConfig, events: EventStream, device: torch
         name="asset",
     )
 
-    # One overall percentage across the exporter's stages, so a progress bar never jumps back to 0
-    # or shows 100% before the asset exists.
-    stages = ["density", "surface", "clean", "decimate", "orient", "uv", "rasterize", "albedo", "dilate", "write"]
+    # One overall percentage across the exporter's stages, weighted by their usual share of the time,
+    # so a progress bar never jumps back to 0 or shows 100% before the asset exists.
+    done_before = {}
+    acc = 0.0
+    for stage in STAGES:
+        done_before[stage] = acc
+        acc += STAGE_COST[stage]
     last = {"pct": -100}
 
     def on_progress(stage: str, fraction: float) -> None:
-        idx = stages.index(stage) if stage in stages else len(stages) - 1
-        pct = min(99, int(100 * (idx + fraction) / len(stages)))
-        if pct - last["pct"] >= 5:  # a few dozen events per export, not hundreds
+        pct = min(99, int(100 * (done_before.get(stage, 0.0) + fraction * STAGE_COST.get(stage, 0.0)) / acc))
+        if pct - last["pct"] >= 2:  # a few dozen events per export, not hundreds
             last["pct"] = pct
             events.emit("progress", stage="export", substage=stage, step=pct, total=100)
 
