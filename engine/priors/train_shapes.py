@@ -196,6 +196,88 @@ def save_model(out: Path, unet, text_encoder, tokenizer, scheduler, card: dict):
     _ = transformers
 
 
+def write_model_card(out: Path) -> Path:
+    """README.md for the model folder, from training.json (and sample_check.json when present)."""
+    card = json.loads((out / "training.json").read_text())
+    a = card["args"]
+    check = out / "sample_check.json"
+    check_txt = "Not run yet: `python -m engine.priors.check_shapes`."
+    if check.is_file():
+        c = json.loads(check.read_text())
+        s, g = c["samples"], c.get("ground_truth", {})
+        ca = c["args"]
+        check_txt = (
+            f"`python -m engine.priors.check_shapes --per-label {ca['per_label']} --steps {ca['steps']} --guidance {ca['guidance']}` "
+            f"({s['n']} samples, DDIM {ca['steps']} steps, CFG {ca['guidance']}):\n\n"
+            "| | colour | shape | shape (non-overhead) | both |\n| --- | --- | --- | --- | --- |\n"
+            f"| samples | {s['colour_acc']:.3f} | {s['shape_acc']:.3f} | {s['shape_acc_non_overhead']:.3f} | {s['both_acc']:.3f} |\n"
+            + (f"| ground-truth renders (classifier ceiling) | {g['colour_acc']:.3f} | {g['shape_acc']:.3f} | "
+               f"{g['shape_acc_non_overhead']:.3f} | {g['both_acc']:.3f} |\n" if g else "")
+            + "\nPer shape (samples): " + ", ".join(f"{k} {v:.2f}" for k, v in s["per_shape"].items())
+            + ". Per colour (samples): " + ", ".join(f"{k} {v:.2f}" for k, v in s["per_colour"].items()) + "."
+        )
+    p = card["params"]
+    text = f"""# builtin:shapes - a tiny text-to-image diffusion prior
+
+A pixel-space, text-conditioned DDPM (epsilon prediction, 1000 steps, cosine schedule) that draws
+32x32 images of five shapes ({", ".join(sd.SHAPES)}) in four colours ({", ".join(sd.COLOURS)}) on a
+white background, from captions such as `a red cube, side view`. It is the DreamFusion engine's offline
+default (`--model builtin:shapes`) and lets CI prove on CPU that Score Distillation Sampling recovers the
+prompted 3D shape. It knows nothing else: any other word maps to `[UNK]`.
+
+Trained from scratch (random init) by this project on analytic renders it makes itself
+(`engine/priors/shapes_data.py`); no third-party weights or data.
+
+## Components (diffusers layout, no `vae/`)
+| folder | class | notes |
+| --- | --- | --- |
+| `unet/` | diffusers `UNet2DConditionModel` | {p['unet'] / 1e6:.2f}M params, in/out 3 channels, `sample_size` {a['resolution']}, channels {a['channels']}, cross-attention on the two lower levels |
+| `text_encoder/` | transformers `CLIPTextModel` | {p['text_encoder'] / 1e6:.2f}M params, hidden {a['text_hidden']}, {a['text_layers']} layers, 16 positions |
+| `tokenizer/` | `PreTrainedTokenizerFast` (WordLevel) | lowercase, whitespace + punctuation split, `[BOS] ... [EOS]`, pad to 16 with `[PAD]` |
+| `scheduler/` | diffusers `DDPMScheduler` | 1000 steps, `squaredcos_cap_v2`, epsilon |
+
+```python
+from diffusers import UNet2DConditionModel, DDPMScheduler
+from transformers import AutoTokenizer, CLIPTextModel
+from engine.priors import resolve_builtin
+f = resolve_builtin("builtin:shapes")
+tok = AutoTokenizer.from_pretrained(f / "tokenizer")
+te = CLIPTextModel.from_pretrained(f, subfolder="text_encoder", use_safetensors=True)
+unet = UNet2DConditionModel.from_pretrained(f, subfolder="unet", use_safetensors=True)
+sched = DDPMScheduler.from_pretrained(f, subfolder="scheduler")
+ids = tok(["a red cube, side view"], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+cond = te(ids).last_hidden_state        # unconditional: the same for ""
+eps = unet(x_t, t, encoder_hidden_states=cond).sample   # x_t: (B,3,32,32) in [-1,1]
+```
+`engine.priors.check_shapes.sample` is a ready DDIM + classifier-free-guidance sampler.
+
+## Training
+Data: {len(sd.SHAPES)} shapes x {a['views']} cameras each from `engine.cameras.sample_cameras` (the engine's
+training distribution: azimuth 0-360, elevation -10..90, distance 2-3, focal 0.7-1.35 x width) with
+lights from `sample_light_positions`, sphere-traced at 2x supersampling, stored colour-free and
+coloured per batch item: Lambertian `albedo * (ambient + (1 - ambient) * max(0, n.l))`, ambient
+U{tuple(a['ambient'])}, {a['albedo_only']:.0%} unshaded (albedo only), random horizontal flip. Captions
+`a {{colour}} {{shape}}, {{label}} view`, replaced by "" with probability {a['cond_drop']}.
+Objective: DDPM epsilon MSE, t uniform; AdamW lr {a['lr']} (warm-up {a['warmup']}, cosine to 10%), batch
+{a['batch']}, grad clip 1, EMA {a['ema']} of U-Net and text encoder (the shipped weights are the EMA).
+
+Command: `{card['command']}`
+
+{card['steps_done']} steps in {card['train_seconds'] / 60:.1f} min (+{card['dataset_seconds']:.0f} s rendering);
+final loss {card['final_loss']:.4f}. Machine: {card['machine']} (a 2-core CPU shared with other jobs).
+Loss every {a['log_every']} steps is in `training.json`.
+
+## Sample check
+{check_txt}
+
+## Limits
+32x32 pixels, 20 captions x 4 view labels, white backgrounds only; no textureless (white-albedo)
+renders were in the training data. Good enough to tell a red cube from a blue torus, nothing more.
+"""
+    (out / "README.md").write_text(text)
+    return out / "README.md"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "shapes")
@@ -218,7 +300,11 @@ def main(argv=None):
     ap.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()))
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit without saving")
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--write-card", action="store_true", help="only (re)write README.md in --out from its training.json")
     args = ap.parse_args(argv)
+    if args.write_card:
+        print(write_model_card(args.out))
+        return
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -309,6 +395,7 @@ def main(argv=None):
         "command": "python -m engine.priors.train_shapes " + " ".join(sys.argv[1:]),
     }
     save_model(args.out, unet, text_encoder, tokenizer, scheduler, card)
+    write_model_card(args.out)
     log(f"saved to {args.out}")
 
 
