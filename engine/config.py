@@ -51,6 +51,7 @@ class JobConfig:
     blob_density: float = 10.0
     blob_radius: float = 0.5
     ambient: float = 0.1
+    background: str = "learned"  # learned (paper: MLP on ray direction) | white (constant; for white-background priors)
     normals: str = "finite_difference"  # finite_difference | analytic (see render.density_normals)
     # share of renders per shading mode; the first albedo_warmup steps are albedo-only (paper: geometry
     # needs a rough colour first before textureless renders carry signal)
@@ -172,6 +173,7 @@ def validate(cfg: JobConfig) -> None:
     need(16 <= cfg.render_resolution <= 1024, "render resolution must be between 16 and 1024 pixels")
     need(4 <= cfg.samples_per_ray <= 1024, "samples per ray must be between 4 and 1024")
     need(cfg.normals in ("finite_difference", "analytic"), f"normals must be finite_difference or analytic, got {cfg.normals!r}")
+    need(cfg.background in ("learned", "white"), f"background must be learned or white, got {cfg.background!r}")
     need(cfg.encoding in ("hashgrid", "frequency"), f"encoding must be 'hashgrid' or 'frequency', got {cfg.encoding!r}")
     need(1 <= cfg.hash_levels <= 32 and 10 <= cfg.hash_log2_table <= 24, "hash grid: levels 1-32, log2 table size 10-24")
     ratios = (cfg.albedo_ratio, cfg.shaded_ratio, cfg.textureless_ratio)

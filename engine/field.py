@@ -158,10 +158,15 @@ class BackgroundField(nn.Module):
     """Background colour as a function of ray direction only (paper: a separate MLP), so it cannot
     explain anything that moves with parallax and the object has to live in the NeRF."""
 
-    def __init__(self, n_freqs: int = 4, hidden_dim: int = 32):
+    def __init__(self, n_freqs: int = 4, hidden_dim: int = 32, fixed: str = "learned"):
         super().__init__()
         self.encoding = FrequencyEncoding(n_freqs=n_freqs, bound=1.0)
         self.net = mlp(self.encoding.output_dim, hidden_dim, 3, layers=2)
+        # "white": a constant white background for priors trained only on white backgrounds (the
+        # builtin shapes prior); the MLP is kept (unused) so checkpoints have one layout.
+        self.fixed = fixed
 
     def forward(self, directions: torch.Tensor) -> torch.Tensor:
+        if self.fixed == "white":
+            return torch.ones(*directions.shape[:-1], 3, device=directions.device, dtype=directions.dtype)
         return torch.sigmoid(self.net(self.encoding(directions)))

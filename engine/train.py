@@ -32,7 +32,7 @@ def build_field(cfg: JobConfig) -> tuple[NeRFField, BackgroundField]:
         bound=cfg.bound, encoding=cfg.encoding, hidden_dim=cfg.hidden_dim, hash_levels=cfg.hash_levels,
         hash_log2_table=cfg.hash_log2_table, blob_density=cfg.blob_density, blob_radius=cfg.blob_radius,
     )
-    return field, BackgroundField()
+    return field, BackgroundField(fixed=cfg.background)
 
 
 def is_oom(exc: BaseException) -> bool:

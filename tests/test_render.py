@@ -99,3 +99,17 @@ def test_normals_of_a_sphere_point_outward(method):
     assert cos.mean() > 0.98 and cos.min() > 0.8, (cos.mean(), cos.min())
     # Facing the camera: the orientation penalty is ~0 for a correct sphere.
     assert out.orientation_loss.item() < 1e-3
+
+
+def test_white_background_option_is_constant_white_and_validated():
+    from engine.config import build_config
+    from engine.errors import ConfigError
+    from engine.field import BackgroundField
+
+    dirs = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
+    assert torch.equal(BackgroundField(fixed="white")(dirs), torch.ones(50, 3))
+    learned = BackgroundField()(dirs)
+    assert learned.shape == (50, 3) and not torch.allclose(learned, torch.ones(50, 3))
+    assert build_config("draft", prompt="x", background="white").background == "white"
+    with pytest.raises(ConfigError, match="background"):
+        build_config("draft", prompt="x", background="black")
