@@ -105,8 +105,11 @@ class NeRFField(nn.Module):
 
     density(x) = softplus(mlp(x) + blob(x)); softplus rather than the paper's exp keeps fp32 CPU
     training stable with the large SDS gradients of guidance weight 100. The blob
-    ``blob_density * exp(-|x|^2 / (2 r^2))`` starts the optimisation from a fuzzy ball at the centre
-    (paper §3.1), so early gradients shape an object rather than empty space."""
+    ``blob_density * (1 - |x| / blob_radius)`` (paper §3.1's linear form, as Magic3D/threestudio) starts
+    the optimisation from a ball of radius ``blob_radius`` at the centre, so early gradients shape an
+    object rather than empty space. It is *negative* outside that radius on purpose: a freshly
+    initialised MLP outputs ~0, and softplus(0) = 0.69 everywhere would fill the whole bounding sphere
+    with fog (a Gaussian blob, which never goes below zero, does exactly that)."""
 
     def __init__(self, bound: float = 1.0, encoding: str = "hashgrid", hidden_dim: int = 64,
                  hash_levels: int = 12, hash_log2_table: int = 16, blob_density: float = 10.0,
@@ -124,7 +127,8 @@ class NeRFField(nn.Module):
         self.albedo_head = nn.Linear(hidden_dim, 3)
 
     def blob(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blob_density * torch.exp(-(x * x).sum(-1) / (2.0 * self.blob_radius**2))
+        r = torch.sqrt((x * x).sum(-1) + 1e-12)  # not x.norm(): finite gradient at the origin
+        return self.blob_density * (1.0 - r / self.blob_radius)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.trunk(self.encoding(x)))
