@@ -272,7 +272,10 @@ Loss every {a['log_every']} steps is in `training.json`.
 
 ## Limits
 32x32 pixels, 20 captions x 4 view labels, white backgrounds only; no textureless (white-albedo)
-renders were in the training data. Good enough to tell a red cube from a blue torus, nothing more.
+renders were in the training data. Undertrained for sampling (1700 steps on a shared 2-core CPU):
+images sampled from pure noise keep residual noise, so the pixel classifiers above score them poorly;
+its one-step denoising of noised renders - what SDS queries - is accurate and follows the caption
+(docs/PRIOR.md, "Denoising check").
 """
     (out / "README.md").write_text(text)
     return out / "README.md"
