@@ -37,6 +37,12 @@ class CameraBatch:
     def __len__(self) -> int:
         return self.c2w.shape[0]
 
+    def __getitem__(self, index) -> "CameraBatch":
+        """A sub-batch (slice, index tensor or list); an int keeps its batch dimension."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return CameraBatch(self.c2w[index], self.focal[index], self.azimuth[index], self.elevation[index], self.distance[index])
+
     def labels(self, overhead_elevation: float = 60.0) -> list[str]:
         return [view_label(float(a), float(e), overhead_elevation) for a, e in zip(self.azimuth, self.elevation)]
 

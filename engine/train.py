@@ -165,7 +165,7 @@ class Trainer:
         for mode in ("albedo", "textureless"):
             imgs = []
             for i in range(len(cams)):  # one view at a time keeps preview memory at one training render
-                sub = type(cams)(cams.c2w[i:i + 1], cams.focal[i:i + 1], cams.azimuth[i:i + 1], cams.elevation[i:i + 1], cams.distance[i:i + 1])
+                sub = cams[i]
                 out = render(self.field, self.background, sub, cfg.render_resolution, cfg.samples_per_ray,
                              shading="shaded" if mode == "albedo" else "textureless", light_positions=lights[i:i + 1],
                              ambient=0.3, perturb=False, normals=cfg.normals)

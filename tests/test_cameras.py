@@ -29,3 +29,12 @@ def test_random_cameras_respect_ranges_and_seed():
     assert set(a.labels()) == {"front", "side", "back", "overhead"}
     ring = orbit_cameras(4)
     assert ring.labels() == ["front", "side", "back", "side"]
+
+
+def test_camera_batch_indexing_gives_sub_batches():
+    from engine.cameras import make_cameras
+
+    cams = make_cameras([0.0, 90.0, 180.0], [0.0, 10.0, 70.0], [2.0, 2.5, 3.0], [1.0, 1.1, 1.2])
+    assert len(cams[1]) == 1 and float(cams[1].azimuth[0]) == 90.0
+    assert cams[1:].labels() == cams.labels()[1:]
+    assert torch.equal(cams[torch.tensor([2, 0])].distance, torch.tensor([3.0, 2.0]))

@@ -116,7 +116,7 @@ X0_ERROR_MAX = 0.11
 
 
 def test_denoising_is_accurate_and_follows_the_caption(model):
-    from engine.cameras import CameraBatch, sample_cameras, sample_light_positions
+    from engine.cameras import sample_cameras, sample_light_positions
     from engine.priors.check_shapes import encode
 
     tok, te, unet, sched = model
@@ -124,9 +124,7 @@ def test_denoising_is_accurate_and_follows_the_caption(model):
     cams = sample_cameras(8, gen)
     lights = sample_light_positions(cams, gen)
     shapes, colours = ["sphere"] * 4 + ["cube"] * 4, list(sd.COLOURS) * 2
-    one = lambda i: CameraBatch(cams.c2w[i:i + 1], cams.focal[i:i + 1], cams.azimuth[i:i + 1], cams.elevation[i:i + 1],
-                                cams.distance[i:i + 1])
-    cd = torch.cat([sd.render_views(s, one(i), lights[i:i + 1], 32) for i, s in enumerate(shapes)])
+    cd = torch.cat([sd.render_views(s, cams[i], lights[i:i + 1], 32) for i, s in enumerate(shapes)])
     x0 = sd.compose(cd, torch.stack([sd.colour_rgb(c) for c in colours]), torch.full((8,), 0.3)) * 2 - 1
     t, a = 700, sched.alphas_cumprod[700]
     xt = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=gen)

@@ -136,7 +136,7 @@ def _cameras_with_label(label: str, n: int, g: torch.Generator) -> CameraBatch:
         cams = sample_cameras(4 * n, g)
         keep = torch.tensor([l == label for l in cams.labels()])
         idx = keep.nonzero().squeeze(-1)[: n - count]
-        parts.append(CameraBatch(cams.c2w[idx], cams.focal[idx], cams.azimuth[idx], cams.elevation[idx], cams.distance[idx]))
+        parts.append(cams[idx])
         count += len(idx)
     return CameraBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in ("c2w", "focal", "azimuth", "elevation", "distance")))
 

@@ -215,9 +215,7 @@ def render_dataset(views_per_shape: int, size: int, seed: int, supersample: int 
         lights = sample_light_positions(cams, g)
         parts = []
         for k in range(0, views_per_shape, chunk):
-            sub = CameraBatch(cams.c2w[k:k + chunk], cams.focal[k:k + chunk], cams.azimuth[k:k + chunk],
-                              cams.elevation[k:k + chunk], cams.distance[k:k + chunk])
-            parts.append(render_views(name, sub, lights[k:k + chunk], size, supersample))
+            parts.append(render_views(name, cams[k:k + chunk], lights[k:k + chunk], size, supersample))
         cds.append(torch.cat(parts).half().numpy())
         meta["azimuth"].append(cams.azimuth.numpy())
         meta["elevation"].append(cams.elevation.numpy())
