@@ -168,6 +168,32 @@ class EMA:
             m.load_state_dict(sh)
 
 
+def load_init(folder: Path, unet, text_encoder, tokenizer) -> dict:
+    """Copy a saved prior's weights into freshly built models of the same architecture.
+
+    Returns the saved run's training.json (recorded in the new card so the chain stays reproducible).
+    Fails clearly when the vocabulary or architecture differ instead of loading half the weights."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = Path(folder)
+    if not (folder / "training.json").is_file():
+        raise SystemExit(f"--init-from {folder}: no training.json there (not a prior saved by this script)")
+    prev = json.loads((folder / "training.json").read_text())
+    saved_vocab = json.loads((folder / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    if saved_vocab != tokenizer.get_vocab():
+        raise SystemExit(f"--init-from {folder}: its caption vocabulary differs from this script's; retrain from scratch")
+    src_unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True)
+    src_text = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", use_safetensors=True)
+    for name, dst, src in (("unet", unet, src_unet), ("text_encoder", text_encoder, src_text)):
+        try:
+            dst.load_state_dict(src.state_dict(), strict=True)
+        except RuntimeError as exc:
+            raise SystemExit(f"--init-from {folder}: {name} architecture differs ({str(exc).splitlines()[0]}); "
+                             "use the same --channels/--text-hidden/--text-layers/--resolution") from exc
+    return prev
+
+
 def encode(text_encoder, ids: torch.Tensor) -> torch.Tensor:
     return text_encoder(ids)[0]  # last_hidden_state, no attention mask: as engine.guidance does
 
@@ -217,6 +243,15 @@ def write_model_card(out: Path) -> Path:
             + ". Per colour (samples): " + ", ".join(f"{k} {v:.2f}" for k, v in s["per_colour"].items()) + "."
         )
     p = card["params"]
+    chain, prev = [], card.get("previous")
+    while prev:
+        chain.append(f"{prev['steps_done']} steps in {prev['train_seconds'] / 60:.1f} min: `{prev['command']}`")
+        prev = prev.get("previous")
+    chain_txt = ""
+    if chain:
+        total = card["steps_done"] + sum(int(c.split()[0]) for c in chain)
+        chain_txt = ("\n\ncontinuing (`--init-from`) from, newest first:\n" + "\n".join(f"- {c}" for c in chain)
+                     + f"\n\n{total} steps in all.")
     text = f"""# builtin:shapes - a tiny text-to-image diffusion prior
 
 A pixel-space, text-conditioned DDPM (epsilon prediction, 1000 steps, cosine schedule) that draws
@@ -261,7 +296,7 @@ U{tuple(a['ambient'])}, {a['albedo_only']:.0%} unshaded (albedo only), random ho
 Objective: DDPM epsilon MSE, t uniform; AdamW lr {a['lr']} (warm-up {a['warmup']}, cosine to 10%), batch
 {a['batch']}, grad clip 1, EMA {a['ema']} of U-Net and text encoder (the shipped weights are the EMA).
 
-Command: `{card['command']}`
+Command: `{card['command']}`{chain_txt}
 
 {card['steps_done']} steps in {card['train_seconds'] / 60:.1f} min (+{card['dataset_seconds']:.0f} s rendering);
 final loss {card['final_loss']:.4f}. Machine: {card['machine']} (a 2-core CPU shared with other jobs).
@@ -303,6 +338,8 @@ def main(argv=None):
     ap.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()))
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit without saving")
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="continue from a saved prior folder (its EMA weights; fresh optimiser, LR schedule and EMA)")
     ap.add_argument("--write-card", action="store_true", help="only (re)write README.md in --out from its training.json")
     args = ap.parse_args(argv)
     if args.write_card:
@@ -323,6 +360,10 @@ def main(argv=None):
     tokenizer = build_tokenizer()
     text_encoder = build_text_encoder(len(tokenizer), args.text_hidden, args.text_layers)
     unet = build_unet(args.resolution, args.text_hidden, [int(c) for c in args.channels.split(',')])
+    previous = None
+    if args.init_from is not None:
+        previous = load_init(args.init_from, unet, text_encoder, tokenizer)
+        log(f"initialised from {args.init_from} ({previous.get('steps_done', '?')} steps before)")
     scheduler = build_scheduler()
     n_unet = sum(p.numel() for p in unet.parameters())
     n_text = sum(p.numel() for p in text_encoder.parameters())
@@ -397,6 +438,9 @@ def main(argv=None):
                    f"{args.threads} threads, python {sys.version.split()[0]}",
         "command": "python -m engine.priors.train_shapes " + " ".join(sys.argv[1:]),
     }
+    if previous is not None:
+        # The run these weights continued from (nested if it continued too): what reproduces them.
+        card["previous"] = previous
     save_model(args.out, unet, text_encoder, tokenizer, scheduler, card)
     write_model_card(args.out)
     log(f"saved to {args.out}")
