@@ -159,6 +159,50 @@ def ground_truth(per_label: int, size: int = 32, seed: int = 99):
     return torch.cat(imgs), cols, shapes, labels
 
 
+@torch.no_grad()
+def denoising_check(model, timesteps=(300, 500, 700, 850), n: int = 40, seed: int = 0) -> dict:
+    """One-step denoising of noised ground-truth renders: what SDS asks of the prior.
+
+    n renders (every shape and colour in turn, random training cameras and lights), noised at each t;
+    x̂₀ from one ε prediction with the true caption, with every other colour word and with every
+    other shape word. Per t: mean |x̂₀ − x₀| in [-1, 1] units for each, and how often the true word
+    gives the lowest error among the colour (resp. shape) alternatives (chance 1/4, resp. 1/5). A
+    prior that ignores a word scores about chance there; a broken one has a large true-caption error."""
+    from ..cameras import sample_cameras
+
+    tok, te, unet, sched = model
+    g = torch.Generator().manual_seed(seed)
+    cams = sample_cameras(n, g)
+    lights = sample_light_positions(cams, g)
+    colours, shapes = list(sd.COLOURS), list(sd.SHAPES)
+    item_shape = [i % len(shapes) for i in range(n)]
+    item_colour = [(i // len(shapes)) % len(colours) for i in range(n)]
+    cd = torch.cat([sd.render_views(shapes[s], cams[i], lights[i:i + 1], unet.config.sample_size) for i, s in enumerate(item_shape)])
+    x0 = sd.compose(cd, torch.stack([sd.colour_rgb(colours[c]) for c in item_colour]), torch.full((n,), 0.3)) * 2 - 1
+
+    def errors(xt, t, a, caption_of):
+        cond = encode(tok, te, [caption_of(i) for i in range(n)])
+        eps = unet(xt, torch.full((n,), t), encoder_hidden_states=cond).sample
+        return (((xt - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1) - x0).abs().flatten(1).mean(1)
+
+    out = {}
+    for t in timesteps:
+        a = sched.alphas_cumprod[t]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=g)
+        by_colour = torch.stack([errors(xt, t, a, lambda i, k=k: sd.caption(colours[(item_colour[i] + k) % len(colours)], shapes[item_shape[i]], "front"))
+                                 for k in range(len(colours))], 1)
+        by_shape = torch.stack([by_colour[:, 0]] + [errors(xt, t, a, lambda i, k=k: sd.caption(colours[item_colour[i]], shapes[(item_shape[i] + k) % len(shapes)], "front"))
+                                                    for k in range(1, len(shapes))], 1)
+        out[t] = {
+            "true": round(by_colour[:, 0].mean().item(), 4),
+            "wrong_colour": round(by_colour[:, 1:].mean().item(), 4),
+            "wrong_shape": round(by_shape[:, 1:].mean().item(), 4),
+            "colour_word_best": round((by_colour.argmin(1) == 0).float().mean().item(), 3),
+            "shape_word_best": round((by_shape.argmin(1) == 0).float().mean().item(), 3),
+        }
+    return out
+
+
 def report(colours, shapes, labels, pred_c, pred_s) -> dict:
     def acc(pairs):
         pairs = list(pairs)
@@ -213,12 +257,22 @@ def main(argv=None):
     ap.add_argument("--gt-only", action="store_true", help="only measure the classifiers on ground truth")
     ap.add_argument("--grid", type=Path, default=None, help="write a PNG grid of the samples here")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--denoise-only", action="store_true", help="only run the one-step denoising check (seconds)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    folder = resolve_builtin(args.model) if args.model.startswith("builtin:") else Path(args.model)
+    model = load(folder)
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "denoising": denoising_check(model)}
+    print("denoising (mean |x0_hat - x0|; fraction where the true word is best):")
+    for t, row in results["denoising"].items():
+        print(f"  t={t}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
+    if args.denoise_only:
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return results
     t0 = time.time()
     clf = ShapeClassifier(per_label=args.templates)
     print(f"templates: {time.time() - t0:.0f}s")
-    results = {"args": {k: str(v) for k, v in vars(args).items()}}
 
     if args.gt_per_label:
         imgs, cols, shapes, labels = ground_truth(args.gt_per_label)
@@ -227,8 +281,6 @@ def main(argv=None):
 
     if args.gt_only:
         return results
-    folder = resolve_builtin(args.model) if args.model.startswith("builtin:") else Path(args.model)
-    model = load(folder)
     captions, cols, shapes, labels = [], [], [], []
     for shape in sd.SHAPES:
         for colour in sd.COLOURS:

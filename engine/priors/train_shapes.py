@@ -242,6 +242,16 @@ def write_model_card(out: Path) -> Path:
             + "\nPer shape (samples): " + ", ".join(f"{k} {v:.2f}" for k, v in s["per_shape"].items())
             + ". Per colour (samples): " + ", ".join(f"{k} {v:.2f}" for k, v in s["per_colour"].items()) + "."
         )
+    if check.is_file() and "denoising" in json.loads(check.read_text()):
+        rows = json.loads(check.read_text())["denoising"]
+        check_txt += (
+            "\n\nOne-step denoising of noised ground-truth renders (what SDS uses; `check_shapes.denoising_check`, 40 renders): "
+            "mean |x̂₀ − x₀| with the true caption, a wrong colour word, a wrong shape word, and how often the true word "
+            "denoises best (chance 0.25 for colour, 0.20 for shape):\n\n"
+            "| t | true | wrong colour | wrong shape | colour word best | shape word best |\n| --- | --- | --- | --- | --- | --- |\n"
+            + "".join(f"| {t} | {r['true']:.4f} | {r['wrong_colour']:.4f} | {r['wrong_shape']:.4f} | {r['colour_word_best']:.2f} "
+                      f"| {r['shape_word_best']:.2f} |\n" for t, r in rows.items())
+        )
     p = card["params"]
     chain, prev = [], card.get("previous")
     while prev:
