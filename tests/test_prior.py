@@ -109,35 +109,21 @@ def test_render_matches_engine_conventions():
     assert torch.allclose(img[0, :, 16, 16], sd.colour_rgb("red"), atol=0.02)
 
 
-# Measured on the shipped weights (docs/PRIOR.md, "Denoising check"): t=700, mean |x0_hat - x0| is 0.075
-# with the true captions and 0.092 with the colour swapped. This one-step prediction from a noised
-# render is exactly what SDS queries, so it is what the prior must get right.
+# Measured on the shipped weights (docs/PRIOR.md, "Denoising check"; 40 renders, t = 700): PLACEHOLDER
 X0_ERROR_MAX = 0.11
+COLOUR_WORD_BEST_MIN = 0.8
+SHAPE_WORD_BEST_MIN = 0.4
 
 
 def test_denoising_is_accurate_and_follows_the_caption(model):
-    from engine.cameras import sample_cameras, sample_light_positions
-    from engine.priors.check_shapes import encode
+    """What SDS asks of the prior: one ε prediction for a noised render (check_shapes.denoising_check)."""
+    from engine.priors.check_shapes import denoising_check
 
-    tok, te, unet, sched = model
-    gen = torch.Generator().manual_seed(0)
-    cams = sample_cameras(8, gen)
-    lights = sample_light_positions(cams, gen)
-    names = list(sd.COLOURS)
-    shapes, colours = ["sphere"] * 4 + ["cube"] * 4, names * 2
-    cd = torch.cat([sd.render_views(s, cams[i], lights[i:i + 1], 32) for i, s in enumerate(shapes)])
-    x0 = sd.compose(cd, torch.stack([sd.colour_rgb(c) for c in colours]), torch.full((8,), 0.3)) * 2 - 1
-    t, a = 700, sched.alphas_cumprod[700]
-    xt = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=gen)
-    errors = {}
-    for name, caption_colours in (("true", colours), ("swapped", [names[(names.index(c) + 2) % 4] for c in colours])):
-        cond = encode(tok, te, [sd.caption(c, s, "front") for c, s in zip(caption_colours, shapes)])
-        with torch.no_grad():
-            eps = unet(xt, torch.full((8,), t), encoder_hidden_states=cond).sample
-        x0_hat = ((xt - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
-        errors[name] = (x0_hat - x0).abs().mean().item()
-    assert errors["true"] <= X0_ERROR_MAX, errors
-    assert errors["true"] < errors["swapped"], errors  # the caption's colour word steers the prediction
+    row = denoising_check(model, timesteps=(700,))[700]
+    assert row["true"] <= X0_ERROR_MAX, row
+    # The caption's words steer the prediction: the true word denoises best far above chance.
+    assert row["true"] < row["wrong_colour"] and row["colour_word_best"] >= COLOUR_WORD_BEST_MIN, row
+    assert row["true"] < row["wrong_shape"] and row["shape_word_best"] >= SHAPE_WORD_BEST_MIN, row
 
 
 TINY_TRAIN = ["--seed", "3", "--resolution", "16", "--batch", "2", "--views", "2", "--channels", "8,16,16",

@@ -104,6 +104,7 @@ def load_or_render(views: int, size: int, seed: int, cache_dir: Path, log) -> di
             return {k: z[k] for k in z.files}
     t0 = time.time()
     data = sd.render_dataset(views, size, seed, log=log)
+    cache_dir.mkdir(parents=True, exist_ok=True)  # a fresh --cache-dir must not cost the render
     np.savez(path, **data)
     log(f"dataset: rendered {len(sd.SHAPES)}x{views} views at {size}px in {time.time() - t0:.0f}s -> {path}")
     return data
