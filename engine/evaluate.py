@@ -31,6 +31,11 @@ class ShapeScores:
     volume_iou_normalised: float  # after centring and scale matching
     iou_by_shape: dict  # normalised IoU against each candidate shape
     predicted_shape: str  # the candidate with the highest normalised IoU
+    # Raw IoU against each candidate in place. The prior was trained on every shape at one position and
+    # size, so SDS that follows it should recover them in place; after normalisation a rounded cube and
+    # a sphere score alike, so the raw ranking is the sharper cube-vs-sphere test.
+    raw_iou_by_shape: dict
+    predicted_shape_in_place: str  # the candidate with the highest raw IoU
     silhouette_iou: float  # mean over views
     colour_error: float  # mean absolute RGB error of the albedo, in [0, 1]
     predicted_colour: str  # nearest named colour to the mean albedo
@@ -114,5 +119,6 @@ def score_field(field, background, prompt: str, iso: float, bound: float = 1.0) 
     return ShapeScores(
         shape=shape, colour=colour, volume_iou=raw[shape], volume_iou_normalised=norm[shape],
         iou_by_shape={k: round(v, 4) for k, v in norm.items()}, predicted_shape=max(norm, key=norm.get),
+        raw_iou_by_shape={k: round(v, 4) for k, v in raw.items()}, predicted_shape_in_place=max(raw, key=raw.get),
         silhouette_iou=sil, colour_error=err, predicted_colour=nearest,
     )

@@ -47,16 +47,16 @@ def run_and_score(prompt: str, steps: int, seed: int, runs_dir: Path, extra: lis
 
     iso = cfg.iso if cfg.iso is not None else DEFAULT_ISO
     scores = score_field(field, background.eval(), prompt, iso=iso, bound=cfg.bound).to_json()
-    scores.update(prompt=prompt, seed=seed, steps=steps, seconds=round(seconds, 1), run_dir=str(run_dir))
+    scores.update(prompt=prompt, seed=seed, steps=steps, iso=iso, seconds=round(seconds, 1), run_dir=str(run_dir))
     return scores
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = ("| prompt | seed | steps | time (s) | vol. IoU | vol. IoU (norm.) | best-matching shape | silhouette IoU "
-            "| colour error | nearest colour |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| prompt | seed | steps | time (s) | vol. IoU | vol. IoU (norm.) | best-matching shape (norm. / in place) "
+            "| silhouette IoU | colour error | nearest colour |\n|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
         f"| {r['prompt']} | {r['seed']} | {r['steps']} | {r['seconds']} | {r['volume_iou']:.3f} | {r['volume_iou_normalised']:.3f} "
-        f"| {r['predicted_shape']} | {r['silhouette_iou']:.3f} | {r['colour_error']:.3f} | {r['predicted_colour']} |\n"
+        f"| {r['predicted_shape']} / {r['predicted_shape_in_place']} | {r['silhouette_iou']:.3f} | {r['colour_error']:.3f} | {r['predicted_colour']} |\n"
         for r in rows
     )
     return head + body

@@ -309,7 +309,7 @@ Objective: DDPM epsilon MSE, t uniform; AdamW lr {a['lr']} (warm-up {a['warmup']
 
 Command: `{card['command']}`{chain_txt}
 
-{card['steps_done']} steps in {card['train_seconds'] / 60:.1f} min (+{card['dataset_seconds']:.0f} s rendering);
+{card['steps_done']} steps in {card['train_seconds'] / 60:.1f} min ({f"+{card['dataset_seconds']:.0f} s rendering the data set" if card['dataset_seconds'] >= 0.5 else "data set from the cache"});
 final loss {card['final_loss']:.4f}. Machine: {card['machine']} (a 2-core CPU shared with other jobs).
 Loss every {a['log_every']} steps is in `training.json`.
 
@@ -318,10 +318,10 @@ Loss every {a['log_every']} steps is in `training.json`.
 
 ## Limits
 32x32 pixels, 20 captions x 4 view labels, white backgrounds only; no textureless (white-albedo)
-renders were in the training data. Undertrained for sampling (1700 steps on a shared 2-core CPU):
-images sampled from pure noise keep residual noise, so the pixel classifiers above score them poorly;
-its one-step denoising of noised renders - what SDS queries - is accurate and follows the caption
-(docs/PRIOR.md, "Denoising check").
+renders were in the training data. Undertrained for sampling: images sampled from pure noise have
+tinted backgrounds and blob- or ring-like shapes, so the pixel classifiers above score them poorly; its
+one-step denoising of noised renders - what SDS queries - is accurate and follows both the colour and
+the shape word (docs/PRIOR.md, "Denoising check").
 """
     (out / "README.md").write_text(text)
     return out / "README.md"
