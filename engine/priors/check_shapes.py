@@ -180,6 +180,8 @@ def denoising_check(model, timesteps=(300, 500, 700, 850), n: int = 40, seed: in
     cd = torch.cat([sd.render_views(shapes[s], cams[i], lights[i:i + 1], unet.config.sample_size) for i, s in enumerate(item_shape)])
     x0 = sd.compose(cd, torch.stack([sd.colour_rgb(colours[c]) for c in item_colour]), torch.full((n,), 0.3)) * 2 - 1
 
+    # Every caption says "front view" whatever the camera: the alternatives differ only in the word
+    # under test, so the comparison stays fair.
     def errors(xt, t, a, caption_of):
         cond = encode(tok, te, [caption_of(i) for i in range(n)])
         eps = unet(xt, torch.full((n,), t), encoder_hidden_states=cond).sample

@@ -229,8 +229,8 @@ def write_model_card(out: Path) -> Path:
     a = card["args"]
     check = out / "sample_check.json"
     check_txt = "Not run yet: `python -m engine.priors.check_shapes`."
-    if check.is_file():
-        c = json.loads(check.read_text())
+    c = json.loads(check.read_text()) if check.is_file() else {}
+    if "samples" in c:  # absent after `check_shapes --denoise-only`
         s, g = c["samples"], c.get("ground_truth", {})
         ca = c["args"]
         check_txt = (
@@ -243,9 +243,9 @@ def write_model_card(out: Path) -> Path:
             + "\nPer shape (samples): " + ", ".join(f"{k} {v:.2f}" for k, v in s["per_shape"].items())
             + ". Per colour (samples): " + ", ".join(f"{k} {v:.2f}" for k, v in s["per_colour"].items()) + "."
         )
-    if check.is_file() and "denoising" in json.loads(check.read_text()):
-        rows = json.loads(check.read_text())["denoising"]
-        check_txt += (
+    if "denoising" in c:
+        rows = c["denoising"]
+        check_txt = (check_txt if "samples" in c else "Sampling check not run.") + (
             "\n\nOne-step denoising of noised ground-truth renders (what SDS uses; `check_shapes.denoising_check`, 40 renders): "
             "mean |x̂₀ − x₀| with the true caption, a wrong colour word, a wrong shape word, and how often the true word "
             "denoises best (chance 0.25 for colour, 0.20 for shape):\n\n"
