@@ -168,8 +168,6 @@ def denoising_check(model, timesteps=(300, 500, 700, 850), n: int = 40, seed: in
     other shape word. Per t: mean |x̂₀ − x₀| in [-1, 1] units for each, and how often the true word
     gives the lowest error among the colour (resp. shape) alternatives (chance 1/4, resp. 1/5). A
     prior that ignores a word scores about chance there; a broken one has a large true-caption error."""
-    from ..cameras import sample_cameras
-
     tok, te, unet, sched = model
     g = torch.Generator().manual_seed(seed)
     cams = sample_cameras(n, g)
@@ -181,20 +179,19 @@ def denoising_check(model, timesteps=(300, 500, 700, 850), n: int = 40, seed: in
     x0 = sd.compose(cd, torch.stack([sd.colour_rgb(colours[c]) for c in item_colour]), torch.full((n,), 0.3)) * 2 - 1
 
     # Every caption says "front view" whatever the camera: the alternatives differ only in the word
-    # under test, so the comparison stays fair.
-    def errors(xt, t, a, caption_of):
-        cond = encode(tok, te, [caption_of(i) for i in range(n)])
-        eps = unet(xt, torch.full((n,), t), encoder_hidden_states=cond).sample
+    # under test, so the comparison stays fair. Shift k names the k-th next colour (shape) of each item.
+    def errors(xt, t, a, colour_shift=0, shape_shift=0):
+        captions = [sd.caption(colours[(item_colour[i] + colour_shift) % len(colours)],
+                               shapes[(item_shape[i] + shape_shift) % len(shapes)], "front") for i in range(n)]
+        eps = unet(xt, torch.full((n,), t), encoder_hidden_states=encode(tok, te, captions)).sample
         return (((xt - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1) - x0).abs().flatten(1).mean(1)
 
     out = {}
     for t in timesteps:
         a = sched.alphas_cumprod[t]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=g)
-        by_colour = torch.stack([errors(xt, t, a, lambda i, k=k: sd.caption(colours[(item_colour[i] + k) % len(colours)], shapes[item_shape[i]], "front"))
-                                 for k in range(len(colours))], 1)
-        by_shape = torch.stack([by_colour[:, 0]] + [errors(xt, t, a, lambda i, k=k: sd.caption(colours[item_colour[i]], shapes[(item_shape[i] + k) % len(shapes)], "front"))
-                                                    for k in range(1, len(shapes))], 1)
+        by_colour = torch.stack([errors(xt, t, a, colour_shift=k) for k in range(len(colours))], 1)  # column 0: true
+        by_shape = torch.stack([by_colour[:, 0]] + [errors(xt, t, a, shape_shift=k) for k in range(1, len(shapes))], 1)
         out[t] = {
             "true": round(by_colour[:, 0].mean().item(), 4),
             "wrong_colour": round(by_colour[:, 1:].mean().item(), 4),
