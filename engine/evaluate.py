@@ -7,7 +7,10 @@ trained field can be scored without any learned judge:
   shape, raw and after centring / scale normalisation (matching centroid and RMS radius), and the IoU
   against every other shape, so "did it make a cube rather than a sphere" is a yes/no answer;
 * silhouette IoU from a fixed ring of views (the field's opacity > 0.5 against the analytic mask);
-* albedo colour error: mean |albedo − true colour| over the object's pixels in albedo renders.
+* albedo colour error: mean |albedo − true colour| over the object's pixels in albedo renders;
+* surface quality of a mesh (the exported one, or the exporter's marching-cubes surface): normal
+  consistency with the analytic shape and the share of its area within one voxel of the true
+  surface. Volumetric IoU at 64³ does not see terraces or lumps a few voxels high; these do.
 
 The paper's CLIP R-Precision needs a real CLIP model; none can be downloaded here (see README).
 """
@@ -39,6 +42,9 @@ class ShapeScores:
     silhouette_iou: float  # mean over views
     colour_error: float  # mean absolute RGB error of the albedo, in [0, 1]
     predicted_colour: str  # nearest named colour to the mean albedo
+    # Surface quality (None when no mesh was scored): see mesh_scores.
+    normal_consistency: float | None = None
+    surface_within_voxel: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -109,16 +115,63 @@ def view_scores(field, background, shape: str, colour: str, views: int = 4, reso
     return sum(ious) / len(ious), (sum(errors) / len(errors) if errors else 1.0), nearest
 
 
-def score_field(field, background, prompt: str, iso: float, bound: float = 1.0) -> ShapeScores:
+# One voxel of the 64³ scoring grid over [-1, 1]³ (the volumetric IoU's resolution).
+SURFACE_TOLERANCE = 2.0 / 64
+
+
+def mesh_scores(verts, faces, shape: str, tolerance: float = SURFACE_TOLERANCE) -> dict:
+    """Surface quality of a triangle mesh against the analytic ``shape``, in place (world coordinates).
+
+    normal_consistency: area-weighted mean over faces of n_face · n_true, where n_true is the SDF's
+    gradient at the face centre (for the exact SDFs, the normal of the nearest true-surface point). 1
+    for a perfect surface; terraces (stair steps) and lumps pull it down although the volume barely
+    changes. Faces must be wound outward (the exporter's orientation).
+    surface_within_voxel: share of the mesh area whose face centres lie within ``tolerance`` of the
+    true surface."""
+    v = torch.as_tensor(verts, dtype=torch.float64)
+    f = torch.as_tensor(faces, dtype=torch.long)
+    if len(f) == 0:
+        return {"normal_consistency": 0.0, "surface_within_voxel": 0.0}
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    cross = torch.linalg.cross(b - a, c - a)
+    area = cross.norm(dim=-1)  # twice the area; only ratios are used
+    n_face = cross / area.clamp_min(1e-20)[:, None]
+    centres = ((a + b + c) / 3).float()
+    n_true = shapes_data.normals(shape, centres).double()
+    dist = shapes_data.sdf(shape, centres).abs().double()
+    total = float(area.sum())
+    return {
+        "normal_consistency": float((area * (n_face * n_true).sum(-1)).sum()) / total,
+        "surface_within_voxel": float(area[dist <= tolerance].sum()) / total,
+    }
+
+
+def exporter_surface(density_fn, iso: float, bound: float = 1.0, resolution: int = 128):
+    """The exporter's own surface (grid, marching cubes, floater removal, outward winding) without
+    the UV and texture stages: (verts, faces)."""
+    from .mesh import grid, surface
+    from .mesh.progress import Reporter
+    from .mesh.settings import ExportSettings
+
+    keep = ExportSettings().keep_fraction
+    g = grid.sample_density(density_fn, resolution, bound, "cpu", 1 << 18, Reporter(False, None))
+    verts, faces = surface.extract_surface(g, iso, bound)
+    verts, faces, _, _ = surface.keep_components(verts, faces, keep)
+    return verts, surface.orient_outward(verts, faces)
+
+
+def score_field(field, background, prompt: str, iso: float, bound: float = 1.0, mesh=None) -> ShapeScores:
+    """All scores of a trained field; ``mesh`` = (verts, faces) adds the surface scores of that mesh."""
     parsed = shapes_data.parse_prompt(prompt)
     if parsed is None:
         raise ValueError(f"{prompt!r} does not name one of the builtin shapes and colours")
     colour, shape = parsed
     raw, norm = volume_scores(field.density, iso, bound)
     sil, err, nearest = view_scores(field, background, shape, colour)
+    surf = mesh_scores(*mesh, shape) if mesh is not None else {}
     return ShapeScores(
         shape=shape, colour=colour, volume_iou=raw[shape], volume_iou_normalised=norm[shape],
         iou_by_shape={k: round(v, 4) for k, v in norm.items()}, predicted_shape=max(norm, key=norm.get),
         raw_iou_by_shape={k: round(v, 4) for k, v in raw.items()}, predicted_shape_in_place=max(raw, key=raw.get),
-        silhouette_iou=sil, colour_error=err, predicted_colour=nearest,
+        silhouette_iou=sil, colour_error=err, predicted_colour=nearest, **surf,
     )

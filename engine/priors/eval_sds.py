@@ -5,8 +5,10 @@
 
 Each run goes through the real CLI (``engine.cli.main``: config, guidance loader, training loop,
 checkpoint), then ``engine.evaluate.score_field`` measures volumetric IoU (raw and normalised, and
-against every other shape), silhouette IoU and albedo colour error. The Markdown table records
-seeds, steps and time per run.
+against every other shape), silhouette IoU, albedo colour error and the surface quality (normal
+consistency, area within a voxel of the true surface) of the exporter's surface, or with
+``--export`` of the exported .glb itself (kept in the run folder's asset/). The Markdown table
+records seeds, steps and time per run.
 """
 
 from __future__ import annotations
@@ -21,23 +23,17 @@ from pathlib import Path
 import torch
 
 from .. import cli, runfolder
-from ..evaluate import score_field
-from ..export_run import load_field
+from ..evaluate import exporter_surface, score_field
+from ..export_run import export_run, load_field
+from ..protocol import EventStream
 from ..train import build_field
 
 # Settings every scored run uses, besides the prior's own recommendations (dreamfusion.json).
 EVAL_ARGS = ["--model", "builtin:shapes", "--device", "cpu", "--no-export", "--no-progress"]
 
 
-def run_and_score(prompt: str, steps: int, seed: int, runs_dir: Path, extra: list[str] | None = None) -> dict:
-    out = runs_dir / f"seed{seed}"
-    before = set(out.glob("*")) if out.exists() else set()
-    t0 = time.perf_counter()
-    code = cli.main(["generate", prompt, "--out", str(out), "--steps", str(steps), "--seed", str(seed), *EVAL_ARGS, *(extra or [])])
-    seconds = time.perf_counter() - t0
-    if code != 0:
-        raise RuntimeError(f"generate {prompt!r} failed with exit code {code}")
-    run_dir = next(iter(set(out.glob("*")) - before))
+def score_run(run_dir: Path, prompt: str, export: bool = False) -> dict:
+    """Scores of a finished run folder (from its last checkpoint)."""
     cfg = runfolder.load_run_config(run_dir)
     state = runfolder.load_checkpoint(run_dir)
     field = load_field(run_dir, cfg, torch.device("cpu"), state)
@@ -46,17 +42,46 @@ def run_and_score(prompt: str, steps: int, seed: int, runs_dir: Path, extra: lis
     from ..mesh import DEFAULT_ISO
 
     iso = cfg.iso if cfg.iso is not None else DEFAULT_ISO
-    scores = score_field(field, background.eval(), prompt, iso=iso, bound=cfg.bound).to_json()
-    scores.update(prompt=prompt, seed=seed, steps=steps, iso=iso, seconds=round(seconds, 1), run_dir=str(run_dir))
+    t1 = time.perf_counter()
+    if export:
+        import trimesh
+
+        with open(os.devnull, "w") as null:
+            glb = export_run(run_dir, cfg, EventStream(null), torch.device("cpu"), field=field, progress=False)["glb"]
+        mesh = trimesh.load(glb, force="mesh")
+        surface = (mesh.vertices, mesh.faces)
+    else:
+        surface = exporter_surface(field.density, iso, cfg.bound, cfg.mesh_resolution)
+    mesh_seconds = time.perf_counter() - t1
+    scores = score_field(field, background.eval(), prompt, iso=iso, bound=cfg.bound, mesh=surface).to_json()
+    scores.update(prompt=prompt, iso=iso, run_dir=str(run_dir),
+                  mesh_seconds=round(mesh_seconds, 1), mesh="exported .glb" if export else "exporter surface")
+    return scores
+
+
+def run_and_score(prompt: str, steps: int, seed: int, runs_dir: Path, extra: list[str] | None = None,
+                  export: bool = False) -> dict:
+    out = runs_dir / f"seed{seed}"
+    before = set(out.glob("*")) if out.exists() else set()
+    t0 = time.perf_counter()
+    code = cli.main(["generate", prompt, "--out", str(out), "--steps", str(steps), "--seed", str(seed), *EVAL_ARGS, *(extra or [])])
+    seconds = time.perf_counter() - t0
+    if code != 0:
+        raise RuntimeError(f"generate {prompt!r} failed with exit code {code}")
+    run_dir = next(iter(set(out.glob("*")) - before))
+    scores = score_run(run_dir, prompt, export)
+    scores.update(seed=seed, steps=steps, seconds=round(seconds, 1))
     return scores
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = ("| prompt | seed | steps | time (s) | vol. IoU | vol. IoU (norm.) | best-matching shape (norm. / in place) "
-            "| silhouette IoU | colour error | nearest colour |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| prompt | seed | steps | time (s) | vol. IoU in place / norm. | best-matching shape (norm. / in place) "
+            "| silhouette IoU | normal consistency | area within a voxel | colour error | nearest colour |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
-        f"| {r['prompt']} | {r['seed']} | {r['steps']} | {r['seconds']} | {r['volume_iou']:.3f} | {r['volume_iou_normalised']:.3f} "
-        f"| {r['predicted_shape']} / {r['predicted_shape_in_place']} | {r['silhouette_iou']:.3f} | {r['colour_error']:.3f} | {r['predicted_colour']} |\n"
+        f"| {r['prompt']} | {r['seed']} | {r['steps']} | {r['seconds']} | {r['volume_iou']:.3f} / {r['volume_iou_normalised']:.3f} "
+        f"| {r['predicted_shape']} / {r['predicted_shape_in_place']} | {r['silhouette_iou']:.3f} "
+        f"| {r['normal_consistency']:.3f} | {r['surface_within_voxel']:.3f} | {r['colour_error']:.3f} | {r['predicted_colour']} |\n"
         for r in rows
     )
     return head + body
@@ -72,6 +97,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write all scores as JSON")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--set", action="append", default=[], help="extra engine settings KEY=VALUE")
+    ap.add_argument("--export", action="store_true", help="run the real export and score the .glb's surface "
+                    "(default: the exporter's marching-cubes surface, without the UV/texture stages)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,10 +106,11 @@ def main(argv=None) -> int:
     rows = []
     for prompt in args.prompts:
         for seed in args.seeds:
-            row = run_and_score(prompt, args.steps, seed, args.runs_dir, extra)
+            row = run_and_score(prompt, args.steps, seed, args.runs_dir, extra, export=args.export)
             rows.append(row)
-            print(json.dumps({k: row[k] for k in ("prompt", "seed", "seconds", "volume_iou_normalised", "predicted_shape",
-                                                   "silhouette_iou", "colour_error", "predicted_colour")}), flush=True)
+            print(json.dumps({k: row[k] for k in ("prompt", "seed", "seconds", "volume_iou", "volume_iou_normalised",
+                                                   "predicted_shape_in_place", "silhouette_iou", "normal_consistency",
+                                                   "colour_error", "predicted_colour")}), flush=True)
     table = markdown_table(rows)
     print(table)
     if args.json:
