@@ -90,3 +90,27 @@ def test_the_shape_word_decides_the_shape(scores):
 
     contrast = cube_minus_sphere("cube") - cube_minus_sphere("sphere")
     assert contrast >= SHAPE_WORD_CONTRAST_MIN, (scores["cube"]["raw_iou_by_shape"], scores["sphere"]["raw_iou_by_shape"])
+
+
+@pytest.mark.parametrize("shape", ["sphere", "cone"])
+def test_surface_scores_see_terraces(shape):
+    """Normal consistency is what sees terraces (stacked layers a few voxels thick, as the 8-band
+    frequency field made): the terraced surface keeps its volume but loses normal consistency."""
+    import torch
+
+    from engine.evaluate import exporter_surface, mesh_scores, volume_scores
+    from engine.priors import shapes_data
+
+    def density(step):
+        def fn(x):
+            if step:
+                x = torch.cat([x[:, :1], torch.round(x[:, 1:2] / step) * step, x[:, 2:]], dim=1)
+            return 20 * torch.sigmoid(-60 * shapes_data.sdf(shape, x))
+        return fn
+
+    smooth = mesh_scores(*exporter_surface(density(0), iso=10.0), shape)
+    terraced = mesh_scores(*exporter_surface(density(0.06), iso=10.0), shape)
+    assert smooth["normal_consistency"] > 0.99 and smooth["surface_within_voxel"] > 0.99, smooth
+    assert terraced["normal_consistency"] < 0.92, terraced
+    raw, _ = volume_scores(density(0.06), iso=10.0)
+    assert raw[shape] > 0.8  # the volume barely notices
