@@ -52,3 +52,25 @@ def of(events: list[dict], kind: str, **match) -> list[dict]:
 
 def is_glb(path: Path) -> bool:
     return path.is_file() and path.read_bytes()[:4] == b"glTF" and path.stat().st_size > 1000
+
+
+def leave_checkpointed_run(out: Path, prompt: str) -> Path:
+    """What a worker killed after its last checkpoint leaves in a shared run folder: a trained
+    checkpoint and no asset (the engine in-process with --no-export)."""
+    from engine import cli
+    from engine.batch.prompts import job_id
+
+    job_root = out / "runs" / job_id(prompt)
+    code = cli.main(["generate", prompt, "--out", str(job_root), "--no-export", "--device", "cpu", "--no-progress", *TINY])
+    assert code == 0
+    (left,) = [p for p in job_root.iterdir() if p.is_dir()]
+    return left
+
+
+def assert_resumed(events: list[dict], left: Path, out: Path, prompt: str) -> None:
+    from engine.batch.prompts import job_id
+
+    (run,) = of(events, "task_run")
+    assert run["run_dir"] == str(left) and run["resumed_from"] == 2  # the same folder, from its last step
+    assert [p for p in left.parent.iterdir() if p.is_dir()] == [left]  # no fresh run beside it
+    assert (left / "checkpoints" / "last.pt").is_file() and is_glb(out / f"{job_id(prompt)}.glb")

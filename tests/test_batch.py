@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from batch_helpers import BAD, GOOD, ROOT, TINY, is_glb, of, run_batch_live, write_prompts
+from batch_helpers import (BAD, GOOD, ROOT, TINY, assert_resumed, is_glb, leave_checkpointed_run, of, run_batch_live,
+                           write_prompts)
 from engine import cli
 from engine.batch import manifest as manifest_mod
 from engine.batch.cli import forwarded_argv
@@ -63,19 +64,13 @@ def test_local_batch_retries_a_killed_engine_fails_a_bad_prompt_alone_and_reruns
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.glb")} == glbs
 
 
-def test_a_run_folder_left_with_a_checkpoint_is_resumed_not_restarted(tmp_path, capsys):
-    """What a killed worker leaves in the (shared) run folder: a checkpoint and no asset."""
+def test_a_run_folder_left_with_a_checkpoint_is_resumed_not_restarted(tmp_path):
     out = tmp_path / "out"
-    job_root = out / "runs" / job_id(GOOD[0])
-    assert cli.main(["generate", GOOD[0], "--out", str(job_root), "--no-export", "--device", "cpu", "--no-progress", *TINY]) == 0
-    (left,) = [p for p in job_root.iterdir() if p.is_dir()]
+    left = leave_checkpointed_run(out, GOOD[0])
     prompts = write_prompts(tmp_path / "prompts.txt", [GOOD[0]])
     rc, events, err = run_batch_live([str(prompts), "--out", str(out), "--device", "cpu", *TINY])
     assert rc == 0, err[-3000:]
-    (run,) = of(events, "task_run")
-    assert run["run_dir"] == str(left) and run["resumed_from"] == 2  # the same folder, from its last step
-    assert [p for p in job_root.iterdir() if p.is_dir()] == [left]
-    assert is_glb(out / f"{job_id(GOOD[0])}.glb")
+    assert_resumed(events, left, out, GOOD[0])
 
 
 # ---------------------------------------------------------------- bad input: refused before any work

@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from batch_helpers import BAD, GOOD, TINY, is_glb, of, run_batch_live, write_prompts
+from batch_helpers import BAD, GOOD, TINY, assert_resumed, is_glb, leave_checkpointed_run, of, run_batch_live, write_prompts
 from engine.batch.prompts import job_id
 
 ray = pytest.importorskip("ray")
@@ -92,15 +92,9 @@ def test_a_rerun_skips_all_four(batch, cluster):
 
 def test_shared_out_resumes_what_a_dead_worker_left(cluster, tmp_path):
     """--shared-out: the engine writes in --out itself, so a retry finds the last checkpoint there."""
-    from engine import cli
-
     out = tmp_path / "out"
-    job_root = out / "runs" / job_id(GOOD[1])
-    assert cli.main(["generate", GOOD[1], "--out", str(job_root), "--no-export", "--device", "cpu", "--no-progress", *TINY]) == 0
-    (left,) = [p for p in job_root.iterdir() if p.is_dir()]
+    left = leave_checkpointed_run(out, GOOD[1])
     prompts = write_prompts(tmp_path / "prompts.txt", [GOOD[1]])
     rc, events, err = run_batch_live([str(prompts), "--out", str(out), "--ray", cluster, "--shared-out", *TINY])
     assert rc == 0, err[-3000:]
-    (run,) = of(events, "task_run")
-    assert run["run_dir"] == str(left) and run["resumed_from"] == 2
-    assert (left / "checkpoints" / "last.pt").is_file() and is_glb(out / f"{job_id(GOOD[1])}.glb")
+    assert_resumed(events, left, out, GOOD[1])
