@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", help="also check that this model loads")
     c.add_argument("--device", default="auto")
     _add_common(c)
+
+    from .batch.cli import add_parser as add_batch_parser  # `batch`: its own package (docs/CLUSTER.md)
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -311,13 +315,19 @@ def main(argv: list[str] | None = None, claim_fd: bool = False) -> int:
     with --json-events, file descriptor 1 carries events alone (see protocol.claim_stdout_fd)."""
     args = build_parser().parse_args(argv)
     events = EventStream(to_stdout=args.json_events, stream=claim_stdout_fd() if claim_fd and args.json_events else None)
-    handlers = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check}
     cancel = CancelFlag()
-    cancel.install()  # held until the last event: the cancel contract covers every stage
+    if args.command == "batch":  # the batch driver has its own signal handling (engine/batch/local.py)
+        from .batch.cli import cmd_batch
+
+        def handler(args, events, cancel):
+            return cmd_batch(args, events)
+    else:
+        handler = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check}[args.command]
+        cancel.install()  # held until the last event: the cancel contract covers every stage
     try:
         # With --json-events, stdout is the event stream: whatever else Python code prints goes to stderr.
         with contextlib.redirect_stdout(sys.stderr) if args.json_events else contextlib.nullcontext():
-            return handlers[args.command](args, events, cancel)
+            return handler(args, events, cancel)
     except Cancelled as exc:
         print(f"cancelled: {exc}", file=sys.stderr)
         _log_to_file(logging.INFO, f"cancelled: {exc}")

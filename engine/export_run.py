@@ -69,10 +69,14 @@ def _settings(cfg: JobConfig, device: str, progress: bool):
     )
 
 
-def _child(conn, run_dir: str, cfg_json: dict, device: str, tmp_dir: str, progress: bool) -> None:
+def _child(conn, run_dir: str, cfg_json: dict, device: str, tmp_dir: str, progress: bool, parent: int) -> None:
     """The export process: load the checkpoint's field, export into ``tmp_dir``, report over ``conn``."""
-    # The parent decides about cancel (a terminal's Ctrl-C reaches the whole process group).
+    from .batch.child import die_with_parent
+
+    # The parent decides about cancel (a terminal's Ctrl-C reaches the whole process group), and an
+    # engine killed outright must not leave its export running.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
     try:
         from .mesh import export_field
 
@@ -119,7 +123,7 @@ def _run_child(run_dir: Path, cfg: JobConfig, events: EventStream, device: torch
                cancel: CancelFlag) -> dict:
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe with threads and CUDA
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, str(run_dir), cfg.to_json(), str(device), str(tmp), progress),
+    proc = ctx.Process(target=_child, args=(send, str(run_dir), cfg.to_json(), str(device), str(tmp), progress, os.getpid()),
                        name="dreamfusion-export", daemon=True)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # hand the training's cached GPU memory to the export process
