@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("glbs", type=Path, nargs="+")
     ap.add_argument("--labels", nargs="+")
     ap.add_argument("--size", type=int, default=200)
+    ap.add_argument("--columns", type=int, default=0, help="tiles per row (default: all in one row)")
     ap.add_argument("--samples", type=int, default=16)
     args = ap.parse_args(argv)
     if args.labels and len(args.labels) != len(args.glbs):
@@ -79,12 +80,16 @@ def main(argv=None) -> int:
             render_one(glb, png, args.size, args.samples)
             tiles.append(Image.open(png).convert("RGB"))
     label_h = 16 if args.labels else 0
-    sheet = Image.new("RGB", (args.size * len(tiles), args.size + label_h), "white")
+    cols = args.columns or len(tiles)
+    rows = (len(tiles) + cols - 1) // cols
+    cell_h = args.size + label_h
+    sheet = Image.new("RGB", (args.size * min(cols, len(tiles)), cell_h * rows), "white")
     draw = ImageDraw.Draw(sheet)
     for i, tile in enumerate(tiles):
-        sheet.paste(tile, (i * args.size, 0))
+        x, y = (i % cols) * args.size, (i // cols) * cell_h
+        sheet.paste(tile, (x, y))
         if args.labels:
-            draw.text((i * args.size + 4, args.size + 2), args.labels[i], fill=(0, 0, 0))
+            draw.text((x + 4, y + args.size + 2), args.labels[i], fill=(0, 0, 0))
     sheet = sheet.quantize(colors=128).convert("RGB") if sheet.width > 800 else sheet
     sheet.save(args.out, optimize=True)
     print(f"{args.out}: {sheet.width}x{sheet.height}, {args.out.stat().st_size // 1024} KB")
