@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 PEAK = 20.0
+ISO = PEAK / 2  # the density on the true surface (pass it as the export's iso to compare with the SDF)
 WIDTH = 0.01  # surface transition thickness (~ one voxel at resolution 200 over [-1, 1])
 
 

@@ -29,6 +29,7 @@ import analytic_fields as af  # noqa: E402
 
 from engine.errors import ConfigError, ExportError  # noqa: E402
 from engine.mesh import STAGE_COST, STAGES, ExportResult, ExportSettings, export_field, metrics  # noqa: E402
+from engine.mesh.settings import DEFAULT_TARGET_FACES  # noqa: E402
 
 RES = 96
 H = 2.0 / (RES - 1)
@@ -96,7 +97,7 @@ def exports(tmp_path_factory):
         d = tmp_path_factory.mktemp(name)
         res = export_field(shape.density, af.octant_albedo, d,
                            ExportSettings(resolution=RES, texture_size=TEX, target_faces=None, progress=False,
-                                          name=name))
+                                          name=name, iso=af.ISO))
         out[name] = (shape, res, load_glb(res.paths["glb"]))
     return out
 
@@ -216,13 +217,19 @@ def test_metrics_on_known_offsets():
 # ---- robustness -----------------------------------------------------------------------------------
 def test_empty_field_raises_with_advice(tmp_path):
     def density(x):
-        return torch.full((len(x),), 3.0)  # everywhere below the default iso of 10
+        return torch.full((len(x),), 3.0)  # everywhere below the given iso of 10
 
     with pytest.raises(ExportError) as e:
-        export_field(density, af.octant_albedo, tmp_path, ExportSettings(resolution=32, texture_size=64, progress=False))
+        export_field(density, af.octant_albedo, tmp_path,
+                     ExportSettings(resolution=32, texture_size=64, progress=False, iso=10.0))
     msg = str(e.value)
     assert "empty" in msg and "lower iso" in msg and "train longer" in msg and "3" in msg
     assert not list(tmp_path.iterdir()), "no file written on failure"
+    # The automatic level cannot invent a surface in a field with no density at all.
+    with pytest.raises(ExportError, match="empty"):
+        export_field(lambda x: torch.zeros(len(x)), af.octant_albedo, tmp_path,
+                     ExportSettings(resolution=32, texture_size=64, progress=False))
+    assert not list(tmp_path.iterdir())
 
 
 def test_full_field_raises_with_advice(tmp_path):
@@ -261,7 +268,7 @@ def test_decimation_and_obj(tmp_path):
     shape = af.torus()
     res = export_field(shape.density, af.octant_albedo, tmp_path,
                        ExportSettings(resolution=96, texture_size=256, target_faces=3000, progress=False,
-                                      formats=("glb", "obj")))
+                                      formats=("glb", "obj"), iso=af.ISO))
     assert res.n_faces <= 3000 * 1.05 and res.watertight
     mesh = load_glb(res.paths["glb"])
     m = measure(shape, mesh)
@@ -332,7 +339,9 @@ def test_module_field_and_device_argument(tmp_path):
                                     dict(texture_size=32), dict(iso=-1.0), dict(iso=float("nan")),
                                     dict(keep_fraction=1.5), dict(formats=("fbx",)), dict(formats=()),
                                     dict(target_faces=10), dict(bound=0), dict(name="../x"),
-                                    dict(device="gpu0")])
+                                    dict(device="gpu0"), dict(sampling="sparse"), dict(atlas="none"),
+                                    dict(smooth_iterations=-1), dict(smooth_iterations=2.5),
+                                    dict(target_faces=50_000.0)])
 def test_settings_validation(kwargs):
     with pytest.raises(ConfigError):
         ExportSettings(**kwargs)
@@ -340,6 +349,7 @@ def test_settings_validation(kwargs):
 
 def test_settings_defaults():
     s = ExportSettings()
-    assert s.resolution == 256 and s.iso is None and s.iso_level == 10.0 and s.formats == ("glb",)
-    assert s.target_faces == 100_000 and ExportSettings(target_faces=None).target_faces is None
+    assert s.resolution == 256 and s.iso is None and s.formats == ("glb",)
+    assert s.target_faces == DEFAULT_TARGET_FACES and ExportSettings(target_faces=None).target_faces is None
+    assert (s.sampling, s.atlas) == ("adaptive", "fast") and s.smooth_iterations > 0
     assert ExportSettings(formats="obj").formats == ("obj",)

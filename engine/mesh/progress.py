@@ -13,9 +13,11 @@ ProgressCallback = Callable[[str, float], None]
 #: Every stage export_field reports, in order ("decimate" only when the mesh has more faces than
 #: target_faces). STAGE_COST is a rough share of the total time of a default 256^3 CPU export
 #: (docs/BENCHMARKS-export.md; xatlas dominates), for callers that show one overall percentage.
-STAGES = ("density", "surface", "clean", "decimate", "orient", "uv", "rasterize", "albedo", "dilate", "write")
-STAGE_COST = {"density": 0.05, "surface": 0.01, "clean": 0.005, "decimate": 0.005, "orient": 0.005,
-              "uv": 0.85, "rasterize": 0.04, "albedo": 0.01, "dilate": 0.01, "write": 0.015}
+STAGES = ("density", "iso", "refine", "surface", "clean", "smooth", "decimate", "orient", "uv", "rasterize",
+          "albedo", "dilate", "write")
+STAGE_COST = {"density": 0.05, "iso": 0.05, "refine": 0.25, "surface": 0.05, "clean": 0.01, "smooth": 0.02,
+              "decimate": 0.03, "orient": 0.01, "uv": 0.25, "rasterize": 0.1, "albedo": 0.1, "dilate": 0.03,
+              "write": 0.05}
 
 
 class Stage:
