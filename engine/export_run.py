@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import shutil
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def export_run(run_dir: Path, cfg: JobConfig, events: EventStream, device: torch
     if field is None:
         field = load_field(run_dir, cfg, device)
     settings = ExportSettings(
-        resolution=cfg.mesh_resolution, iso=cfg.iso, texture_size=cfg.texture_size,
+        resolution=cfg.mesh_resolution, iso=cfg.iso, texture_size=cfg.texture_size, target_faces=cfg.target_faces,
         formats=("glb", "obj") if cfg.export_obj else ("glb",), bound=cfg.bound, device=str(device), progress=progress,
         name="asset",
     )
@@ -60,6 +61,9 @@ def export_run(run_dir: Path, cfg: JobConfig, events: EventStream, device: torch
     try:
         with torch.no_grad():
             result = export_field(field.density, field.albedo, partial, settings, progress_callback=on_progress)
+        # How the asset was made (surface level and how it was chosen, faces, seconds per stage).
+        (partial / "asset.json").write_text(json.dumps(result.metadata(), indent=2))
+        events.emit("export", **result.metadata())
         partial.rename(out_dir)
     finally:
         shutil.rmtree(partial, ignore_errors=True)

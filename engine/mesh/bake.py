@@ -25,16 +25,17 @@ MARGIN = 1.0  # texels (a bilinear tap reaches at most one texel outside the cha
 CANDIDATES_PER_CHUNK = 1 << 20  # bounds the rasteriser's temporaries (~100 MiB; larger is no faster)
 
 
-def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int, reporter: Reporter):
-    """Returns (texel index (M,) into size*size, face id (M,), barycentrics (M,3)); each texel once."""
+def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int, reporter: Reporter, margin: float = MARGIN):
+    """Returns (texel index (M,) into size*size, face id (M,), barycentrics (M,3)); each texel once.
+    ``margin`` 0 claims exactly the texels whose centres lie inside a triangle (coverage masks)."""
     # Texel (col, row) has its centre at pixel coordinates (col, row); row 0 is v = 1 (top).
     px = uvs[:, 0] * size - 0.5
     py = (1.0 - uvs[:, 1]) * size - 0.5
     tri_x, tri_y = px[faces], py[faces]  # (F, 3)
-    x0 = np.clip(np.ceil(tri_x.min(1) - MARGIN), 0, size - 1).astype(np.int64)
-    x1 = np.clip(np.floor(tri_x.max(1) + MARGIN), 0, size - 1).astype(np.int64)
-    y0 = np.clip(np.ceil(tri_y.min(1) - MARGIN), 0, size - 1).astype(np.int64)
-    y1 = np.clip(np.floor(tri_y.max(1) + MARGIN), 0, size - 1).astype(np.int64)
+    x0 = np.clip(np.ceil(tri_x.min(1) - margin), 0, size - 1).astype(np.int64)
+    x1 = np.clip(np.floor(tri_x.max(1) + margin), 0, size - 1).astype(np.int64)
+    y0 = np.clip(np.ceil(tri_y.min(1) - margin), 0, size - 1).astype(np.int64)
+    y1 = np.clip(np.floor(tri_y.max(1) + margin), 0, size - 1).astype(np.int64)
     w = np.maximum(x1 - x0 + 1, 0)
     h = np.maximum(y1 - y0 + 1, 0)
     n_cand = w * h
@@ -54,14 +55,14 @@ def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int, reporter: Reporter)
     with reporter.stage("rasterize", len(bounds) - 1) as stage:
         for a, b in zip(bounds[:-1], bounds[1:]):
             _raster_chunk(int(a), int(b), n_cand_t, x0_t, y0_t, w_t, origin, tri, size, best_depth, best_face,
-                          best_bary)
+                          best_bary, margin)
             stage.update(1)
     best_face = best_face.numpy()
     texels = np.nonzero(best_face >= 0)[0]
     return texels, best_face[texels], best_bary.numpy()[texels].astype(np.float64)
 
 
-def _raster_chunk(a, b, n_cand, x0, y0, w, origin, tri, size, best_depth, best_face, best_bary) -> None:
+def _raster_chunk(a, b, n_cand, x0, y0, w, origin, tri, size, best_depth, best_face, best_bary, margin) -> None:
     """Rasterise triangles a..b-1 and merge into the per-texel best arrays (in place, torch, vectorised:
     the deepest candidate per texel wins via scatter_reduce(amax), no sorting)."""
     counts = n_cand[a:b]
@@ -76,7 +77,7 @@ def _raster_chunk(a, b, n_cand, x0, y0, w, origin, tri, size, best_depth, best_f
     rows = y0[f_ids] + local // wf
     o = origin[f_ids]
     bary, depth = _barycentric(tri[f_ids], (cols - o[:, 0]).float(), (rows - o[:, 1]).float())
-    ok = depth >= -MARGIN
+    ok = depth >= -margin
     tex = (rows * size + cols)[ok]
     depth, f_ok, bary = depth[ok], f_ids[ok], bary[ok]
     best_depth.scatter_reduce_(0, tex, depth, reduce="amax", include_self=True)

@@ -10,11 +10,11 @@ no extra field queries) and records for every ray
 * its opacity o = 1 - exp(-integral of density), and
 * the largest density m along it: the ray sees the level set {density = t} exactly when m > t.
 
-The mesh's silhouette for level t is then {rays with m > t}; we pick t so that its area equals the
-area of the NeRF's silhouette {o > 0.5} (sub-pixel accurate, because the boundary rays sample the
-edge at every offset), and report the IoU of the two masks. A field too faint to be 50 % opaque
-anywhere uses its soft area (sum of o) instead, and a level is always below the grid's maximum, so
-a non-empty field never gives an empty mesh.
+The mesh's silhouette for level t is then {rays with m > t}; we pick the t whose silhouette has the
+best IoU with the NeRF's {o > 0.5} (among near-ties, the one whose area matches: sub-pixel
+accurate, because the boundary rays sample the edge at every offset), and report that IoU. A field
+too faint to be 50 % opaque anywhere is matched to {o > half its largest opacity} instead, and the
+level is always below the grid's maximum, so a non-empty field never gives an empty mesh.
 """
 from __future__ import annotations
 
@@ -88,13 +88,22 @@ def choose_iso(grid: np.ndarray, bound: float) -> IsoChoice:
         return IsoChoice(iso=1.0, method="auto", silhouette_iou=0.0, nerf_area=0.0)  # empty: the check reports it
     nerf = opacity > 0.5
     area = float(nerf.sum()) if nerf.any() else float(opacity.sum())
-    order = np.sort(peak)[::-1]
-    k = int(round(area))
-    if k < 1 or order[0] <= 0:
+    order = np.argsort(-peak, kind="stable")
+    sorted_peak = peak[order]
+    if area < 1 or sorted_peak[0] <= 0:
         iso = 0.5 * vmax
     else:
-        k = min(k, len(order) - 1)
-        hi, lo = float(order[k - 1]), float(order[k])
+        # The level just below the k-th largest ray maximum shows exactly the top-k rays. Score every
+        # k by the IoU of those rays with the NeRF's silhouette (a soft silhouette when nothing is 50 %
+        # opaque); among the near-best, take the k whose area matches the NeRF's best.
+        target = nerf if nerf.any() else opacity > 0.5 * opacity.max()
+        inter = np.cumsum(target[order])
+        k = np.arange(1, len(order) + 1)
+        iou = inter / (k + target.sum() - inter)
+        near_best = np.nonzero(iou >= iou.max() - 1e-3)[0]
+        kk = int(near_best[np.argmin(np.abs(near_best + 1 - area))]) + 1
+        kk = min(kk, len(order) - 1)
+        hi, lo = float(sorted_peak[kk - 1]), float(sorted_peak[kk])
         # Any level in [lo, hi) gives the same mask; the middle (on a log scale) is the least sensitive.
         iso = math.sqrt(hi * lo) if lo > 0 else 0.5 * hi
     iso = min(max(iso, 1e-6 * vmax), 0.999 * vmax)  # strictly below the maximum: never empty
