@@ -434,18 +434,22 @@ def test_auto_iso_matches_rendered_opacity(tmp_path, name, scale):
 
 
 def test_smoothing_keeps_volume_and_normals(tmp_path):
-    """Taubin smoothing on a marching-cubes mesh: volume within 1 %, normal consistency and Chamfer
-    no worse than without (analytic torus and box: the box's edges are where shrinking would show)."""
-    for name in ("torus", "box"):
+    """Default Taubin smoothing on a marching-cubes mesh: volume within 1 %, normal consistency no
+    lower than without (torus; box, whose edges are where rounding would show; the thin grille's rods,
+    where inflation would), Chamfer no worse than 5 % + 0.01 voxel."""
+    default = ExportSettings().smooth_iterations
+    for name in ("torus", "box", "grille"):
         shape = af.SHAPES[name]()
         scores = {}
-        for it in (0, 10):
+        for it in (0, default):
+            # The grille at RES: rods 3.3 voxels thick as designed (at 64 they are 2: below any detail claim).
             res = export_field(shape.density, af.octant_albedo, tmp_path / f"{name}{it}",
-                               ExportSettings(resolution=64, texture_size=64, progress=False, iso=af.ISO,
+                               ExportSettings(resolution=RES if name == "grille" else 64, texture_size=64,
+                                              progress=False, iso=af.ISO,
                                               smooth_iterations=it, target_faces=None))
             scores[it] = measure(shape, load_glb(res.paths["glb"]))
             if it:
                 assert abs(res.volume_change) < 0.01
         print(name, {k: (round(v["normal_consistency"], 5), round(v["chamfer"], 6)) for k, v in scores.items()})
-        assert scores[10]["normal_consistency"] >= scores[0]["normal_consistency"] - 1e-4
-        assert scores[10]["chamfer"] <= scores[0]["chamfer"] * 1.05
+        assert scores[default]["normal_consistency"] >= scores[0]["normal_consistency"]
+        assert scores[default]["chamfer"] <= scores[0]["chamfer"] * 1.05 + 0.01 * H

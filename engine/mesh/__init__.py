@@ -43,7 +43,7 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rep = Reporter(s.progress, progress_callback)
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     was_training = _eval_mode(density_fn, albedo_fn)
     try:
         g, choice, n_queried = _sample_grid(density_fn, s, rep)
@@ -93,11 +93,13 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
         _restore_mode(was_training)
     timings = dict(rep.timings)
     timings["total"] = time.perf_counter() - t_start
+    cpu_timings = dict(rep.cpu_timings)
+    cpu_timings["total"] = time.process_time() - c_start
     return ExportResult(paths=paths, n_vertices=len(verts), n_faces=len(uv_faces), iso=iso, watertight=watertight,
                         timings=timings, n_faces_extracted=n_extracted, n_components=n_comp,
                         n_components_kept=n_kept, texture_coverage=coverage, iso_method=choice.method,
                         iso_silhouette_iou=choice.silhouette_iou, points_queried=n_queried,
-                        volume_change=volume_change)
+                        volume_change=volume_change, cpu_timings=cpu_timings)
 
 
 def _sample_grid(density_fn, s: ExportSettings, rep: Reporter):
@@ -112,9 +114,14 @@ def _sample_grid(density_fn, s: ExportSettings, rep: Reporter):
         surface.check_occupancy(first, choice.iso, s.bound)
     if dense:
         return first, choice, n_queried
-    fine, n_fine = grid.sample_near_surface(density_fn, first, s.resolution, s.bound, choice.iso, s.device,
-                                            s.chunk_size, rep)
-    return fine, choice, n_queried + n_fine
+    g = first
+    levels = grid.refinement_levels(s.resolution)[1:]
+    with rep.stage("refine", len(levels)) as st:
+        for level in levels:
+            g, n_level = grid.sample_near_surface(density_fn, g, level, s.bound, choice.iso, s.device, s.chunk_size)
+            n_queried += n_level
+            st.update(1)
+    return g, choice, n_queried
 
 
 def _eval_mode(*fns) -> list:

@@ -9,9 +9,9 @@ only large array is the float32 grid itself (4*N^3 bytes: 64 MiB at 256, 512 MiB
 Coarse to fine (``sample_near_surface``): querying every point of a 256^3 grid costs tens of seconds
 for a trained hash-grid field on a CPU, but marching cubes only needs exact values in the cells the
 surface crosses. So a coarse grid (about N/4 per axis) is sampled first, the level is chosen on it,
-and only the fine points inside coarse cells whose corner values come near that level (within a
-factor ``BAND``), grown by one coarse cell, are queried; every other fine point takes the coarse
-grid's trilinear interpolation, which is on the same side of the level as the cell's corners, so
+and each finer level (``refinement_levels``: sizes doubling up to N) queries only its points inside
+the previous level's cells whose corner values come near that level (within a factor ``BAND``),
+grown by one cell; every other point takes the previous level's trilinear interpolation, which is on the same side of the level as the cell's corners, so
 marching cubes finds no surface there (and the grid still has no open border, so the mesh stays
 closed). A feature thinner than a coarse cell that no coarse point sees is missed; the coarse
 spacing (2/63 of the bound at 256^3) is the limit."""
@@ -91,12 +91,23 @@ def _check_density(sigma: torch.Tensor, n: int) -> torch.Tensor:
     return sigma.float()
 
 
-BAND = 2.0  # refine coarse cells whose corners span [iso / BAND, iso * BAND] (and their neighbours)
+BAND = 1.0  # refine cells whose corners span [iso / BAND, iso * BAND] (1: straddle the level), and their neighbours
 
 
 def coarse_resolution(resolution: int) -> int:
     """About a quarter of the fine resolution, at least 48 points per axis (never more than fine)."""
     return min(resolution, max(48, (resolution - 1) // 4 + 1))
+
+
+def refinement_levels(resolution: int) -> list[int]:
+    """Grid sizes from coarse to fine, doubling while that stays well below the target
+    (256: 64, 128, 256; 128: 48, 96, 128): each level queries only near the previous one's surface,
+    so the band the finest level queries is found with the next-finest spacing (thinner)."""
+    levels = [coarse_resolution(resolution)]
+    while levels[-1] < resolution:
+        nxt = levels[-1] * 2
+        levels.append(nxt if nxt <= 0.75 * resolution else resolution)
+    return levels
 
 
 def _active_cells(coarse: np.ndarray, iso: float) -> np.ndarray:
@@ -112,7 +123,7 @@ def _active_cells(coarse: np.ndarray, iso: float) -> np.ndarray:
 
 @torch.no_grad()
 def sample_near_surface(density_fn: DensityFn, coarse: np.ndarray, resolution: int, bound: float, iso: float,
-                        device, chunk_size: int, reporter: Reporter) -> tuple[np.ndarray, int]:
+                        device, chunk_size: int) -> tuple[np.ndarray, int]:
     """Fine (N, N, N) grid from a coarse one (module docstring). Returns (grid, points queried)."""
     n, nc = resolution, coarse.shape[0]
     axis = grid_axis(n, bound)
@@ -132,11 +143,9 @@ def sample_near_surface(density_fn: DensityFn, coarse: np.ndarray, resolution: i
     flat = grid.reshape(-1)
     ax = torch.as_tensor(axis, dtype=torch.float32)
     device = torch.device(device)
-    with reporter.stage("refine", max((len(idx) + chunk_size - 1) // chunk_size, 1)) as st:
-        for s in range(0, len(idx), chunk_size):
-            part = torch.from_numpy(idx[s:s + chunk_size])
-            pts = torch.stack([ax[part // (n * n)], ax[(part // n) % n], ax[part % n]], dim=-1).to(device)
-            flat[idx[s:s + chunk_size]] = _check_density(density_fn(pts), len(part)).cpu().numpy()
-            st.update(1)
+    for s in range(0, len(idx), chunk_size):
+        part = torch.from_numpy(idx[s:s + chunk_size])
+        pts = torch.stack([ax[part // (n * n)], ax[(part // n) % n], ax[part % n]], dim=-1).to(device)
+        flat[idx[s:s + chunk_size]] = _check_density(density_fn(pts), len(part)).cpu().numpy()
     _check_finite(grid)
     return grid, int(len(idx))

@@ -111,3 +111,13 @@ def choose_iso(grid: np.ndarray, bound: float) -> IsoChoice:
     union = int((mesh_mask | nerf).sum())
     iou = float((mesh_mask & nerf).sum()) / union if union else 0.0
     return IsoChoice(iso=float(iso), method="auto", silhouette_iou=iou, nerf_area=area)
+
+
+@torch.no_grad()
+def auto_iso(density_fn, bound: float = 1.0, resolution: int = 64, device="cpu", chunk_size: int = 1 << 16) -> IsoChoice:
+    """The exporter's automatic level for a field, from a grid of ``resolution`` points per axis
+    (64 is the coarse grid of a 256^3 export), for callers that score a field at the exporter's surface."""
+    from .grid import sample_density
+    from .progress import Reporter
+
+    return choose_iso(sample_density(density_fn, resolution, bound, device, chunk_size, Reporter(False, None)), bound)

@@ -65,7 +65,7 @@ class ExportSettings:
     roughness: float = 0.85
     metallic: float = 0.0
     sampling: str = "adaptive"
-    smooth_iterations: int = 10
+    smooth_iterations: int = 3
     atlas: str = "fast"
 
     def __post_init__(self) -> None:
@@ -135,6 +135,7 @@ class ExportResult:
     iso_silhouette_iou: float | None = None  # auto: IoU of the level set's and the opacity's silhouettes
     points_queried: int = 0  # density_fn evaluations (coarse + fine)
     volume_change: float = 0.0  # relative volume change by smoothing
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage (this process)
 
     def metadata(self) -> dict:
         """What the asset records about how it was made (asset.json next to the .glb)."""
@@ -143,4 +144,5 @@ class ExportResult:
                 "n_faces": self.n_faces, "n_vertices": self.n_vertices, "n_faces_extracted": self.n_faces_extracted,
                 "watertight": self.watertight, "points_queried": self.points_queried,
                 "volume_change": round(self.volume_change, 6),
-                "timings": {k: round(v, 3) for k, v in self.timings.items()}}
+                "timings": {k: round(v, 3) for k, v in self.timings.items()},
+                "cpu_timings": {k: round(v, 3) for k, v in self.cpu_timings.items()}}
