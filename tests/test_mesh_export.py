@@ -453,3 +453,49 @@ def test_smoothing_keeps_volume_and_normals(tmp_path):
         print(name, {k: (round(v["normal_consistency"], 5), round(v["chamfer"], 6)) for k, v in scores.items()})
         assert scores[default]["normal_consistency"] >= scores[0]["normal_consistency"]
         assert scores[default]["chamfer"] <= scores[0]["chamfer"] * 1.05 + 0.01 * H
+
+
+# ---- the polygon budget in the config and CLI ----------------------------------------------------
+def test_target_faces_presets_and_cli(tmp_path):
+    from engine import runfolder
+    from engine.cli import build_parser
+    from engine.config import build_config
+
+    base = dict(prompt="a cube", model="builtin:shapes")
+    assert [build_config(p, **base).target_faces for p in ("draft", "standard", "high")] == [20_000, 40_000, 100_000]
+    assert build_config("draft", target_faces=5000, **base).target_faces == 5000
+    assert build_parser().parse_args(["generate", "a cube", "--target-faces", "8000"]).target_faces == 8000
+    assert build_parser().parse_args(["export", "RUN", "--target-faces", "8000"]).target_faces == 8000
+    cfg = build_config("draft", **base)
+    cfg.save(tmp_path / runfolder.CONFIG)
+    assert runfolder.load_run_config(tmp_path).target_faces == 20_000
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["generate", "a cube", "--target-faces", "10"], "target_faces"),
+    (["generate", "a cube", "--target-faces", "0"], "target_faces"),
+    (["generate", "a cube", "--set", "target_faces=2.5"], "target_faces"),
+    (["generate", "a cube", "--target-faces", "lots"], "invalid int"),
+    (["export", "{run}", "--target-faces", "-3"], "target_faces"),
+])
+def test_target_faces_bad_input(argv, fragment, tmp_path, capsys):
+    """A bad polygon budget is refused before any work (exit 2, the reason named), nothing written."""
+    from engine import cli
+    from engine.config import JobConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    JobConfig(prompt="a cube", model="builtin:shapes").save(run / "config.json")
+    before = sorted(p.name for p in run.iterdir())
+    out = tmp_path / "out"
+    argv = [a.replace("{run}", str(run)) for a in argv] + ["--no-progress"]
+    if argv[0] == "generate":
+        argv += ["--out", str(out), "--model", "builtin:shapes", "--device", "cpu"]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's own type errors
+        code = exc.code
+    assert code == 2
+    captured = capsys.readouterr()
+    assert fragment in captured.err + captured.out
+    assert not out.exists() and sorted(p.name for p in run.iterdir()) == before
