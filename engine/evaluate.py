@@ -8,9 +8,9 @@ trained field can be scored without any learned judge:
   against every other shape, so "did it make a cube rather than a sphere" is a yes/no answer;
 * silhouette IoU from a fixed ring of views (the field's opacity > 0.5 against the analytic mask);
 * albedo colour error: mean |albedo − true colour| over the object's pixels in albedo renders;
-* surface quality of a mesh (the exported one, or the exporter's marching-cubes surface): normal
-  consistency with the analytic shape and the share of its area within one voxel of the true
-  surface. Volumetric IoU at 64³ does not see terraces or lumps a few voxels high; these do.
+* surface quality of the exported mesh: normal consistency with the analytic shape and the share of
+  its area within one voxel of the true surface. Volumetric IoU at 64³ does not see terraces or
+  lumps a few voxels high; these do.
 
 The paper's CLIP R-Precision needs a real CLIP model; none can be downloaded here (see README).
 """
@@ -45,6 +45,7 @@ class ShapeScores:
     # Surface quality (None when no mesh was scored): see mesh_scores.
     normal_consistency: float | None = None
     surface_within_voxel: float | None = None
+    chamfer: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -120,44 +121,16 @@ SURFACE_TOLERANCE = 2.0 / 64
 
 
 def mesh_scores(verts, faces, shape: str, tolerance: float = SURFACE_TOLERANCE) -> dict:
-    """Surface quality of a triangle mesh against the analytic ``shape``, in place (world coordinates).
+    """Surface quality of a triangle mesh (outward winding) against the analytic ``shape``, in place,
+    with the exporter's own measures (engine/mesh/metrics.py): normal consistency (1 = every true
+    normal matched; terraces and lumps pull it down although the volume barely changes), the share of
+    the mesh's area within ``tolerance`` (one scoring voxel) of the true surface, and Chamfer-L1."""
+    from functools import partial
 
-    normal_consistency: area-weighted mean over faces of n_face · n_true, where n_true is the SDF's
-    gradient at the face centre (for the exact SDFs, the normal of the nearest true-surface point). 1
-    for a perfect surface; terraces (stair steps) and lumps pull it down although the volume barely
-    changes. Faces must be wound outward (the exporter's orientation).
-    surface_within_voxel: share of the mesh area whose face centres lie within ``tolerance`` of the
-    true surface."""
-    v = torch.as_tensor(verts, dtype=torch.float64)
-    f = torch.as_tensor(faces, dtype=torch.long)
-    if len(f) == 0:
-        return {"normal_consistency": 0.0, "surface_within_voxel": 0.0}
-    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    cross = torch.linalg.cross(b - a, c - a)
-    area = cross.norm(dim=-1)  # twice the area; only ratios are used
-    n_face = cross / area.clamp_min(1e-20)[:, None]
-    centres = ((a + b + c) / 3).float()
-    n_true = shapes_data.normals(shape, centres).double()
-    dist = shapes_data.sdf(shape, centres).abs().double()
-    total = float(area.sum())
-    return {
-        "normal_consistency": float((area * (n_face * n_true).sum(-1)).sum()) / total,
-        "surface_within_voxel": float(area[dist <= tolerance].sum()) / total,
-    }
+    from .mesh.metrics import reference_from_sdf, surface_scores
 
-
-def exporter_surface(density_fn, iso: float, bound: float = 1.0, resolution: int = 128):
-    """The exporter's own surface (grid, marching cubes, floater removal, outward winding) without
-    the UV and texture stages: (verts, faces)."""
-    from .mesh import grid, surface
-    from .mesh.progress import Reporter
-    from .mesh.settings import ExportSettings
-
-    keep = ExportSettings().keep_fraction
-    g = grid.sample_density(density_fn, resolution, bound, "cpu", 1 << 18, Reporter(False, None))
-    verts, faces = surface.extract_surface(g, iso, bound)
-    verts, faces, _, _ = surface.keep_components(verts, faces, keep)
-    return verts, surface.orient_outward(verts, faces)
+    s = surface_scores(verts, faces, reference_from_sdf(partial(shapes_data.sdf, shape)), voxel=tolerance)
+    return {"normal_consistency": s.normal_consistency, "surface_within_voxel": s.near_fraction, "chamfer": s.chamfer}
 
 
 def score_field(field, background, prompt: str, iso: float, bound: float = 1.0, mesh=None) -> ShapeScores:

@@ -1,14 +1,14 @@
 """SDS end to end with the builtin prior: generate each prompt, then score the shape it recovered.
 
-    python -m engine.priors.eval_sds --prompts "a red cube" "a blue sphere" --steps 600 --seeds 0 1 \
+    python -m engine.priors.eval_sds --prompts "a red cube" "a blue sphere" --seeds 0 1 \
         --table docs/SDS_SHAPES.md
 
 Each run goes through the real CLI (``engine.cli.main``: config, guidance loader, training loop,
 checkpoint), then ``engine.evaluate.score_field`` measures volumetric IoU (raw and normalised, and
 against every other shape), silhouette IoU, albedo colour error and the surface quality (normal
-consistency, area within a voxel of the true surface) of the exporter's surface, or with
-``--export`` of the exported .glb itself (kept in the run folder's asset/). The Markdown table
-records seeds, steps and time per run.
+consistency, area within a voxel of the true surface) of the exported .glb (the run's asset/, at
+the level the exporter chose). The Markdown table records seeds, steps and time per run (generate,
+export included).
 """
 
 from __future__ import annotations
@@ -23,54 +23,46 @@ from pathlib import Path
 import torch
 
 from .. import cli, runfolder
-from ..evaluate import exporter_surface, score_field
-from ..export_run import export_run, load_field
-from ..protocol import EventStream
+from ..evaluate import score_field
+from ..export_run import load_field
 from ..train import build_field
 
 # Settings every scored run uses, besides the prior's own recommendations (dreamfusion.json).
-EVAL_ARGS = ["--model", "builtin:shapes", "--device", "cpu", "--no-export", "--no-progress"]
+EVAL_ARGS = ["--model", "builtin:shapes", "--device", "cpu", "--no-progress"]
 
 
-def score_run(run_dir: Path, prompt: str, export: bool = False) -> dict:
-    """Scores of a finished run folder (from its last checkpoint)."""
+def score_run(run_dir: Path, prompt: str) -> dict:
+    """Scores of a finished run folder: the field from its last checkpoint, the surface from the
+    exported asset (the .glb a user gets, at the level the exporter chose and recorded)."""
+    import trimesh
+
     cfg = runfolder.load_run_config(run_dir)
     state = runfolder.load_checkpoint(run_dir)
     field = load_field(run_dir, cfg, torch.device("cpu"), state)
     _, background = build_field(cfg)
     background.load_state_dict(state["background"])
-    from ..mesh import DEFAULT_ISO
-
-    iso = cfg.iso if cfg.iso is not None else DEFAULT_ISO
-    t1 = time.perf_counter()
-    if export:
-        import trimesh
-
-        with open(os.devnull, "w") as null:
-            glb = export_run(run_dir, cfg, EventStream(null), torch.device("cpu"), field=field, progress=False)["glb"]
-        mesh = trimesh.load(glb, force="mesh")
-        surface = (mesh.vertices, mesh.faces)
-    else:
-        surface = exporter_surface(field.density, iso, cfg.bound, cfg.mesh_resolution)
-    mesh_seconds = time.perf_counter() - t1
-    scores = score_field(field, background.eval(), prompt, iso=iso, bound=cfg.bound, mesh=surface).to_json()
-    scores.update(prompt=prompt, iso=iso, run_dir=str(run_dir),
-                  mesh_seconds=round(mesh_seconds, 1), mesh="exported .glb" if export else "exporter surface")
+    asset = Path(run_dir) / "asset"
+    meta = json.loads((asset / "asset.json").read_text())
+    mesh = trimesh.load(asset / "asset.glb", force="mesh")
+    iso = meta["iso"]
+    scores = score_field(field, background.eval(), prompt, iso=iso, bound=cfg.bound, mesh=(mesh.vertices, mesh.faces)).to_json()
+    scores.update(prompt=prompt, iso=iso, run_dir=str(run_dir), glb=str(asset / "asset.glb"))
     return scores
 
 
-def run_and_score(prompt: str, steps: int, seed: int, runs_dir: Path, extra: list[str] | None = None,
-                  export: bool = False) -> dict:
+def run_and_score(prompt: str, steps: int | None, seed: int, runs_dir: Path, extra: list[str] | None = None) -> dict:
+    """Generate (the prior's recommended settings; ``steps`` None: its run length) and score."""
     out = runs_dir / f"seed{seed}"
     before = set(out.glob("*")) if out.exists() else set()
     t0 = time.perf_counter()
-    code = cli.main(["generate", prompt, "--out", str(out), "--steps", str(steps), "--seed", str(seed), *EVAL_ARGS, *(extra or [])])
+    steps_args = ["--steps", str(steps)] if steps else []
+    code = cli.main(["generate", prompt, "--out", str(out), *steps_args, "--seed", str(seed), *EVAL_ARGS, *(extra or [])])
     seconds = time.perf_counter() - t0
     if code != 0:
         raise RuntimeError(f"generate {prompt!r} failed with exit code {code}")
     run_dir = next(iter(set(out.glob("*")) - before))
-    scores = score_run(run_dir, prompt, export)
-    scores.update(seed=seed, steps=steps, seconds=round(seconds, 1))
+    scores = score_run(run_dir, prompt)
+    scores.update(seed=seed, steps=runfolder.load_run_config(run_dir).steps, seconds=round(seconds, 1))
     return scores
 
 
@@ -90,15 +82,13 @@ def markdown_table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", nargs="+", default=["a red cube", "a blue sphere", "a green cylinder", "a yellow cone", "a red torus"])
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, help="default: the prior's recommended run length (its dreamfusion.json)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/eval_sds"))
     ap.add_argument("--table", type=Path, help="append the Markdown table (with machine info) to this file")
     ap.add_argument("--json", type=Path, help="write all scores as JSON")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--set", action="append", default=[], help="extra engine settings KEY=VALUE")
-    ap.add_argument("--export", action="store_true", help="run the real export and score the .glb's surface "
-                    "(default: the exporter's marching-cubes surface, without the UV/texture stages)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,7 +96,7 @@ def main(argv=None) -> int:
     rows = []
     for prompt in args.prompts:
         for seed in args.seeds:
-            row = run_and_score(prompt, args.steps, seed, args.runs_dir, extra, export=args.export)
+            row = run_and_score(prompt, args.steps, seed, args.runs_dir, extra)
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("prompt", "seed", "seconds", "volume_iou", "volume_iou_normalised",
                                                    "predicted_shape_in_place", "silhouette_iou", "normal_consistency",
