@@ -130,7 +130,7 @@ def cmd_generate(args, events: EventStream) -> int:
     # Load the model before creating a run folder: a missing or broken model leaves nothing behind.
     events.emit("progress", stage="load", step=0, total=1, loss=None, elapsed_s=0.0, eta_s=None)
     try:
-        guidance = Guidance(cfg.model, device, dtype, offline=cfg.offline)
+        guidance = Guidance(cfg.model, device, dtype, offline=cfg.offline, latent_encoder=cfg.latent_encoder)
     except RuntimeError as exc:
         from .errors import OutOfMemory
         from .train import OOM_ADVICE, is_oom
@@ -145,8 +145,9 @@ def cmd_generate(args, events: EventStream) -> int:
     events.attach(run_dir / runfolder.EVENTS)
     _setup_logging(run_dir, quiet=args.no_progress)
     events.emit("start", run_dir=run_dir, config=cfg.to_json(), engine_version=__version__, device=str(device),
-                resumed_from=None if state is None else int(state["step"]))
-    log.info("run folder %s, device %s, dtype %s, model %s (%s)", run_dir, device, dtype, cfg.model, guidance.family)
+                resumed_from=None if state is None else int(state["step"]), latent_encoder=guidance.latent_encoder)
+    log.info("run folder %s, device %s, dtype %s, model %s (%s), latent encoder %s", run_dir, device, dtype, cfg.model,
+             guidance.family, guidance.latent_encoder or "none (pixel model)")
     from .train import Trainer
 
     trainer = Trainer(cfg, run_dir, events, guidance, device, progress_bar=not args.no_progress)
