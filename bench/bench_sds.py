@@ -299,7 +299,7 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     clock.lap("backward_guidance")
     torch.autograd.backward([out.image, reg], [g_img, torch.ones_like(reg)])
     clock.lap("backward_render")
-    trainer.optimizer.step()
+    trainer.guard.step(loss)
     clock.lap("optimizer")
     trainer.step += 1
     stats = {"loss": loss.detach(), "sds": sds.detach(), "mode": mode, "grad_norm": grad_norm}
