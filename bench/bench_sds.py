@@ -753,6 +753,7 @@ def run(args) -> dict:
                                        **overrides, **RENDER_PATHS[path])
             load_trained_field(other, field_state)
             other.step = trainer.step
+            other.update_occupancy()  # its first (full) grid update, as the main trainer's untimed first step did
             runners.append(((path, enc), other))
         per_variant = {v: [] for v, _ in runners}
         # Side by side: one step of each variant in turn, so load changes on this shared machine hit all alike.
