@@ -170,10 +170,12 @@ def test_ray_address_where_nothing_listens(tmp_path, capsys, prompts):
 # ---------------------------------------------------------------- pieces
 def test_generate_options_are_forwarded_to_every_engine():
     args = cli.build_parser().parse_args(["batch", "p.txt", "--out", "o", "--steps", "3", "--set", "a=1", "--set", "b=2",
-                                          "--offline", "--preset", "draft", "--workers", "2"])
+                                          "--offline", "--preset", "draft", "--workers", "2", "--negative-prompt=-blurry"])
     argv, settings = forwarded_argv(args)
-    assert argv == ["--preset", "draft", "--steps", "3", "--offline", "--set", "a=1", "--set", "b=2"]
-    assert settings == {"preset": "draft", "steps": 3, "offline": True, "set": ["a=1", "b=2"]}
+    assert argv == ["--preset=draft", "--negative-prompt=-blurry", "--steps=3", "--offline", "--set=a=1", "--set=b=2"]
+    assert settings == {"preset": "draft", "negative_prompt": "-blurry", "steps": 3, "offline": True, "set": ["a=1", "b=2"]}
+    again = cli.build_parser().parse_args(["generate", "a mug", *argv])  # the engine reads them back as given
+    assert (again.negative_prompt, again.steps, again.set, again.offline) == ("-blurry", 3, ["a=1", "b=2"], True)
 
 
 def test_manifest_write_is_atomic(tmp_path):

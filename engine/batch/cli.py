@@ -13,7 +13,7 @@ from ..config import JobConfig, build_config, parse_set_option
 from .prompts import HELP as PROMPTS_HELP
 
 # generate's options that are not the asset's: the batch sets these itself per prompt
-NOT_FORWARDED = {"help", "prompt", "out", "resume", "json_events", "no_progress", "device", "no_export"}
+NOT_FORWARDED = {"help", "prompt", "prompt_opt", "out", "resume", "json_events", "no_progress", "device", "no_export"}
 
 
 def add_parser(sub) -> None:
@@ -53,13 +53,13 @@ def forwarded_argv(args) -> tuple[list[str], dict]:
             continue
         flag = next(s for s in action.option_strings if s.startswith("--"))
         settings[action.dest] = value
+        # FLAG=VALUE as one item: a value that starts with "-" (a negative prompt "-blurry") stays a value
         if isinstance(action, argparse._StoreTrueAction):
             argv.append(flag)
         elif isinstance(action, argparse._AppendAction):
-            for item in value:
-                argv += [flag, str(item)]
+            argv += [f"{flag}={item}" for item in value]
         else:
-            argv += [flag, str(value)]
+            argv.append(f"{flag}={value}")
     return argv, settings
 
 
