@@ -34,7 +34,7 @@ def test_local_batch_retries_a_killed_engine_fails_a_bad_prompt_alone_and_reruns
 
     rc, events, err = run_batch_live([str(prompts), "--out", str(out), "--workers", "2", "--device", "cpu", *TINY],
                                      kill_first_engine)
-    assert rc == 7, err[-3000:]  # ran, one prompt failed
+    assert rc == 8, err[-3000:]  # ran, one prompt failed
     manifest = json.loads((out / "batch.json").read_text())
     jobs = manifest["jobs"]
     for prompt in GOOD[:2]:

@@ -15,7 +15,7 @@ from .progress import BatchProgress
 from .prompts import read_jobs
 
 EVENTS_FILE = "batch-events.jsonl"
-EXIT_SOME_FAILED = 7  # the batch ran; at least one prompt failed (see the manifest)
+EXIT_SOME_FAILED = 8  # the batch ran; at least one prompt failed (see the manifest). Not 7: the engine's "diverged"
 EXIT_CANCELLED = 130
 
 
