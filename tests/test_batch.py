@@ -113,6 +113,7 @@ def test_prompts_file_that_is_a_folder(tmp_path, capsys):
     (["--steps", "0"], "positive"),  # the engine's own validation, once for the batch
     (["--set", "bogus=1"], "unknown setting"),
     (["--ray", "not-an-address"], "HOST:PORT"),
+    (["--ray", "auto", "--device", "cuda:1"], "Ray picks each task's GPU"),
 ])
 def test_bad_options(tmp_path, capsys, prompts, extra, match):
     if extra[0] == "--ray":

@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     b.add_argument("prompts_file", metavar="PROMPTS_FILE", help=PROMPTS_HELP)
     b.add_argument("--out", required=True, help="batch folder: <job>.glb files, runs/, batch.json manifest, batch-events.jsonl")
     b.add_argument("--workers", type=int, help="prompts at once (default: one per GPU, 1 on the CPU; with --ray: no cap)")
-    b.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N  (local workers only)")
+    b.add_argument("--device", help="auto (default: the GPUs, else the CPU) | cpu | cuda | cuda:N (this machine); "
+                                    "with --ray: cpu asks for no GPU, cuda for the task's GPU")
     b.add_argument("--ray", metavar="auto|ADDRESS", help="run on a Ray cluster: auto (one on this machine) or the head's HOST:PORT")
     b.add_argument("--shared-out", action="store_true",
                    help="--ray: workers see --out at the same path (e.g. NFS): they write run folders there, and retries resume")
