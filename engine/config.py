@@ -56,7 +56,20 @@ class JobConfig:
     blob_radius: float = 0.5
     ambient: float = 0.1
     background: str = "learned"  # learned (paper: MLP on ray direction) | white (constant; for white-background priors)
-    normals: str = "finite_difference"  # finite_difference | analytic (see render.density_normals)
+    # normals from the density (engine/render/query.py): forward_difference (3 density evaluations) |
+    # finite_difference (central, 6; the first engine's) | analytic (autograd; double backward)
+    normals: str = "forward_difference"
+    normal_samples: str = "weighted"  # weighted: only samples whose weight can show | all (the first engine's)
+    # empty-space skipping (engine/occupancy.py); off + normals=finite_difference + normal_samples=all is
+    # the first engine's render path, kept for comparison (bench_sds.py --variants reference-vae,fast-vae)
+    occupancy_grid: bool = True
+    occupancy_resolution: int = 0  # cells per axis; 0: as many as samples_per_ray (cell ~ sample spacing)
+    occupancy_update_every: int = 16  # steps between grid updates
+    compile_field: bool = False  # torch.compile the field's encoding + MLP (needs a working inductor backend)
+    # latent models only: "vae" (the model's own VAE encoder) or a folder / hub id of a diffusers
+    # AutoencoderTiny (TAESD family, e.g. madebyollin/taesd for SD 1.x/2.x) whose ~1M-parameter encoder
+    # the SDS gradient then goes back through instead of the VAE's 34M
+    latent_encoder: str = "vae"
     # share of renders per shading mode; the first albedo_warmup steps are albedo-only (paper: geometry
     # needs a rough colour first before textureless renders carry signal)
     albedo_ratio: float = 0.2
@@ -80,7 +93,8 @@ class JobConfig:
     checkpoint_every: int = 250
     mesh_resolution: int = 256
     texture_size: int = 1024
-    iso: float | None = None  # None: the exporter's documented default
+    iso: float | None = None  # None: automatic, from the rendered opacity (engine/mesh/iso.py)
+    target_faces: int | None = 40_000  # polygon budget of the exported mesh (None: no decimation)
     export_obj: bool = False
     export_at_end: bool = True
 
@@ -100,11 +114,11 @@ class JobConfig:
 # with Stable Diffusion in fp16; "high" follows the paper's 15k steps.
 PRESETS: dict[str, dict] = {
     "draft": dict(steps=1500, render_resolution=64, samples_per_ray=48, hash_log2_table=15,
-                  mesh_resolution=128, texture_size=512, preview_every=100, checkpoint_every=250),
+                  mesh_resolution=128, texture_size=512, target_faces=20_000, preview_every=100, checkpoint_every=250),
     "standard": dict(steps=5000, render_resolution=64, samples_per_ray=64, hash_log2_table=16,
-                     mesh_resolution=256, texture_size=1024, preview_every=250, checkpoint_every=500),
+                     mesh_resolution=256, texture_size=1024, target_faces=40_000, preview_every=250, checkpoint_every=500),
     "high": dict(steps=15000, render_resolution=128, samples_per_ray=96, hash_log2_table=19, hash_levels=16,
-                 mesh_resolution=384, texture_size=2048, preview_every=500, checkpoint_every=1000),
+                 mesh_resolution=384, texture_size=2048, target_faces=100_000, preview_every=500, checkpoint_every=1000),
 }
 
 
@@ -218,7 +232,14 @@ def validate(cfg: JobConfig) -> None:
     need(cfg.t_min < cfg.t_anneal_to <= cfg.t_max or not cfg.t_anneal, "t_anneal_to must lie in (t_min, t_max]")
     need(16 <= cfg.render_resolution <= 1024, "render resolution must be between 16 and 1024 pixels")
     need(4 <= cfg.samples_per_ray <= 1024, "samples per ray must be between 4 and 1024")
-    need(cfg.normals in ("finite_difference", "analytic"), f"normals must be finite_difference or analytic, got {cfg.normals!r}")
+    need(cfg.normals in ("forward_difference", "finite_difference", "analytic"),
+         f"normals must be forward_difference, finite_difference or analytic, got {cfg.normals!r}")
+    need(cfg.normal_samples in ("weighted", "all"), f"normal_samples must be weighted or all, got {cfg.normal_samples!r}")
+    need(cfg.occupancy_resolution == 0 or 8 <= cfg.occupancy_resolution <= 512,
+         f"occupancy_resolution must be 0 (auto) or 8-512 cells per axis, got {cfg.occupancy_resolution}")
+    need(cfg.occupancy_update_every >= 1, f"occupancy_update_every must be >= 1 step, got {cfg.occupancy_update_every}")
+    need(bool(str(cfg.latent_encoder).strip()),
+         "latent_encoder is empty: use vae, or a folder / hub id of a diffusers AutoencoderTiny (e.g. madebyollin/taesd)")
     need(cfg.background in ("learned", "white"), f"background must be learned or white, got {cfg.background!r}")
     need(cfg.encoding in ("hashgrid", "frequency"), f"encoding must be 'hashgrid' or 'frequency', got {cfg.encoding!r}")
     need(1 <= cfg.hash_levels <= 32 and 10 <= cfg.hash_log2_table <= 24, "hash grid: levels 1-32, log2 table size 10-24")
@@ -233,6 +254,8 @@ def validate(cfg: JobConfig) -> None:
     need(1 <= cfg.preview_views <= 16, "preview_views must be between 1 and 16")
     need(32 <= cfg.mesh_resolution <= 1024, "mesh resolution must be between 32 and 1024 (128-512 is typical)")
     need(64 <= cfg.texture_size <= 8192, "texture size must be between 64 and 8192 pixels")
+    need(cfg.target_faces is None or (type(cfg.target_faces) is int and 100 <= cfg.target_faces <= 10_000_000),
+         f"target_faces must be a whole number of triangles between 100 and 10000000 (or none: no decimation), got {cfg.target_faces!r}")
     check_device_name(cfg.device)
     need(cfg.dtype in ("auto", "fp32", "fp16", "bf16"), f"dtype must be auto, fp32, fp16 or bf16, got {cfg.dtype!r}")
     need(bool(cfg.model.strip()), "no model given: pass --model with a hub id, a local folder or builtin:shapes")
