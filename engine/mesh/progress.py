@@ -18,7 +18,7 @@ ProgressCallback = Callable[[str, float], None]
 STAGES = ("density", "iso", "refine", "surface", "clean", "smooth", "decimate", "orient", "uv", "rasterize",
           "albedo", "dilate", "write")
 STAGE_COST = {"density": 0.07, "iso": 0.03, "refine": 0.30, "surface": 0.03, "clean": 0.005, "smooth": 0.01,
-              "decimate": 0.01, "orient": 0.005, "uv": 0.08, "rasterize": 0.05, "albedo": 0.325, "dilate": 0.01,
+              "decimate": 0.01, "orient": 0.005, "uv": 0.08, "rasterize": 0.05, "albedo": 0.335, "dilate": 0.01,
               "write": 0.065}
 
 
