@@ -173,8 +173,10 @@ def _check_types(cfg: JobConfig) -> None:
     anything); numbers must be finite (NaN passes every `<` check, inf most of them)."""
     for f in dataclasses.fields(cfg):
         value, default = getattr(cfg, f.name), f.default
-        if default is None:  # optional numbers: guidance_scale, iso
-            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        if value is None and "None" in str(f.type):  # optional settings: guidance_scale, iso, ...
+            continue
+        if default is None:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             want = "a number or none"
         elif isinstance(default, bool):
             ok, want = isinstance(value, bool), "true or false"
