@@ -23,6 +23,12 @@ class DreamFusionSettings(bpy.types.PropertyGroup):
     texture_size: bpy.props.IntProperty(name="Texture", default=0, min=0, max=8192, description="Texture size in pixels; 0: preset")
     mesh_resolution: bpy.props.IntProperty(name="Mesh resolution", default=0, min=0, max=1024,
                                            description="Marching-cubes grid size; 0: preset")
+    size: bpy.props.FloatProperty(name="Size", default=1.0, min=0.0, soft_max=100.0, subtype="DISTANCE",
+                                  description="Longest side of the imported object, in scene units (0: as generated). "
+                                              "The object's base sits on the 3D cursor")
+    keep_previous: bpy.props.BoolProperty(name="Keep previous", default=False,
+                                          description="Re-export adds a new object instead of replacing the run's object in place")
+    prompts_text: bpy.props.StringProperty(name="Prompts", description="A text block with one prompt per line, to queue them all")
     # Outcome of the last run, kept in the file so Resume / Re-export work after a reload.
     last_run_dir: bpy.props.StringProperty(name="Last run folder", subtype="DIR_PATH")
     last_status: bpy.props.StringProperty(name="Last status")
