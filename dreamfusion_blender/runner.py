@@ -33,9 +33,9 @@ def request_from_scene(scene, s: Settings | None = None) -> engine_cli.GenerateR
     )
 
 
-def _start(kind: str, argv: list[str], label: str, scene, **info) -> Job:
+def _start(kind: str, argv: list[str], label: str, scene, env: dict | None = None, **info) -> Job:
     """Raises jobs.Busy if a job runs, FileNotFoundError if the engine source is missing."""
-    job = Job(kind=kind, worker=Worker(argv, env=engine_environment()), label=label,
+    job = Job(kind=kind, worker=Worker(argv, env=env or engine_environment()), label=label,
               info={"scene": scene.name if scene else None, **info})
     MANAGER.start(job)
     if scene is not None:
@@ -78,7 +78,10 @@ def start_download(repo_id: str) -> Job:
     from .prefs import models_dir
 
     argv = model_store.download_argv(settings().python, repo_id, models_dir())
-    return _start("download", argv, repo_id, None)
+    # The user asked for this download with online access on: an HF_HUB_OFFLINE inherited from the shell
+    # that started Blender does not apply to it (the operator refuses when online access is off).
+    env = dict(engine_environment(), HF_HUB_OFFLINE="0")
+    return _start("download", argv, repo_id, None, env=env)
 
 
 def start_resume(scene, run_dir: str) -> Job:

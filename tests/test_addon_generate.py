@@ -17,6 +17,8 @@ import bpy  # noqa: E402
 from dreamfusion_blender import importer, runner  # noqa: E402
 from dreamfusion_blender.jobs import MANAGER, Busy  # noqa: E402
 
+TOKEN = "hf_FAKEgenerateToken13579"
+
 
 @pytest.fixture
 def setup(tmp_path):
@@ -29,9 +31,12 @@ def setup(tmp_path):
     p = bpy.context.scene.dreamfusion
     p.prompt, p.preset, p.seed, p.steps, p.mesh_resolution, p.texture_size = "a red cube", "draft", 7, 4, 64, 128
     yield pr
+    MANAGER.queue.clear()
     if MANAGER.busy:
         MANAGER.current.worker.kill()
     runner.BLOCK_IN_BACKGROUND = True
+    pr.hub_token = ""
+    bpy.context.preferences.system.use_online_access = False
 
 
 def _df_objects():
@@ -54,9 +59,12 @@ def test_generate_queue_import_and_reexport_in_place(setup, tmp_path):
     p = scene.dreamfusion
     scene.cursor.location = (1.0, 2.0, 3.0)
     p.size = 2.0
+    setup.hub_token = TOKEN  # online: the engine gets it in its environment, and nowhere else
+    bpy.context.preferences.system.use_online_access = True
     assert bpy.ops.dreamfusion.generate() == {"FINISHED"}
     job = MANAGER.current
     assert job.running and job.worker.pid
+    assert job.worker.env["HF_TOKEN"] == TOKEN and not any(TOKEN in a for a in job.worker.argv)
     with pytest.raises(Busy):  # the engine itself never runs twice
         runner.start_generate(scene, runner.request_from_scene(scene))
     # While it runs, Generate queues (the request is fixed when queued: this one gets a missing model).
@@ -106,6 +114,8 @@ def test_generate_queue_import_and_reexport_in_place(setup, tmp_path):
     assert obj["dreamfusion_model"] == str(H.tiny_model()) and obj["dreamfusion_engine_version"]
     run_dir = Path(obj["dreamfusion_run_folder"])
     assert (run_dir / "asset" / "asset.glb").is_file()
+    written = [f for f in (tmp_path / "runs").rglob("*") if f.is_file()]
+    assert len(written) > 5 and not [f for f in written if TOKEN.encode() in f.read_bytes()]  # no run file has it
 
     # The .blend keeps the object, its texture (packed by the glTF importer) and provenance.
     p.last_run_dir = str(run_dir)
@@ -142,17 +152,26 @@ def test_generate_queue_import_and_reexport_in_place(setup, tmp_path):
     assert len(_df_objects()) == 3 and tuple(bpy.data.objects["a red cube"].location) == (5.0, 0.0, 0.0)
 
 
-def test_cancel_mid_run_leaves_no_object_and_a_resumable_run(setup):
+def test_cancel_all_mid_run_leaves_no_object_and_a_resumable_run(setup):
+    """Cancel all: the running job saves a checkpoint and stops, the queued prompts (here from a text
+    block) never start."""
     bpy.context.scene.dreamfusion.steps = 400
     bpy.ops.dreamfusion.generate()
     job = MANAGER.current
+    text = bpy.data.texts.new("prompts")
+    text.write("a green cone\n# a comment\n\na blue torus\n")
+    bpy.context.scene.dreamfusion.prompts_text = text.name
+    assert bpy.ops.dreamfusion.queue_text() == {"FINISHED"}
+    assert [r.label for r in MANAGER.queue] == ["a green cone", "a blue torus"]
 
     def cancel_when_training(j):
-        if j.state.stage == "train" and j.state.step >= 2 and bpy.ops.dreamfusion.cancel.poll() and not j.info.get("asked"):
+        if j.state.stage == "train" and j.state.step >= 2 and not j.info.get("asked"):
             j.info["asked"] = True
-            assert bpy.ops.dreamfusion.cancel() == {"FINISHED"}
+            assert bpy.ops.dreamfusion.queue_clear() == {"FINISHED"}
 
-    st = H.drive(job, on_tick=cancel_when_training)
+    jobs = H.drive_queue(on_tick=cancel_when_training)
+    st = job.state
+    assert jobs == [job] and MANAGER.queue == []
     assert st.status == "cancelled" and st.returncode == 130, (st.message, job.worker.stderr_tail())
     assert _df_objects() == [] and len(bpy.data.objects) == 0
     assert (Path(st.run_dir) / "checkpoints" / "last.pt").is_file()
