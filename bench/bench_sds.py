@@ -249,6 +249,7 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     Same random draws in the same order, so with ``shading=None`` it computes what train_step does;
     the backward is split in two (image gradient through the guidance side, then the render graph
     together with the regularisers), which sums to the same parameter gradients as loss.backward()."""
+    from engine import losses
     from engine.cameras import sample_cameras, sample_light_positions
     from engine.render import render
 
@@ -289,8 +290,7 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     sds = 0.5 * F.mse_loss(x, target, reduction="sum") / b
     grad_norm = grad.norm().item() / b
     # --- rest of train_step
-    opacity_reg = torch.sqrt(out.opacity**2 + 0.01).mean()
-    reg = cfg.orientation_weight * out.orientation_loss + cfg.opacity_weight * opacity_reg
+    reg = cfg.orientation_weight * losses.orientation_loss(out) + cfg.opacity_weight * losses.opacity_loss(out)
     loss = sds + reg
     trainer.optimizer.zero_grad(set_to_none=True)
     clock.lap("loss")
@@ -382,6 +382,7 @@ def unet_floor(guidance, device: torch.device, n: int, warmup: int, mem: Mem) ->
 
 def render_compare(preset: str, device: torch.device, reps: int, warmup: int, mem: Mem) -> list[dict]:
     """Hash grid vs frequency encoding: render forward + backward at the preset's resolution."""
+    from engine import losses
     from engine.cameras import sample_cameras, sample_light_positions
     from engine.config import build_config
     from engine.render import render
@@ -412,7 +413,7 @@ def render_compare(preset: str, device: torch.device, reps: int, warmup: int, me
                                  light_positions=lights, ambient=cfg.ambient, generator=rng, normals=cfg.normals)
                 _sync(device)
                 t1 = time.perf_counter()
-                (out.image.mean() + out.opacity.mean() + out.orientation_loss).backward()
+                (out.image.mean() + out.opacity.mean() + losses.orientation_loss(out)).backward()
                 _sync(device)
                 t2 = time.perf_counter()
                 if i == 0:

@@ -69,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="auto")
     _add_common(c)
 
+    from .batch.cli import add_parser as add_batch_parser  # `batch`: its own package (docs/CLUSTER.md)
     from .download import add_parser as add_download_parser
 
+    add_batch_parser(sub)
     add_download_parser(sub)
     return parser
 
@@ -223,9 +225,11 @@ def cmd_check(args, events: EventStream) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     events = EventStream(to_stdout=args.json_events)
+    from .batch.cli import cmd_batch
     from .download import cmd_download
 
-    handlers = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check, "download": cmd_download}
+    handlers = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check, "batch": cmd_batch,
+                "download": cmd_download}
     try:
         return handlers[args.command](args, events)
     except Cancelled as exc:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__, runfolder
+from . import __version__, losses, runfolder
 from .cameras import orbit_cameras, sample_cameras, sample_light_positions, view_prompt, VIEW_LABELS
 from .config import JobConfig
 from .errors import Cancelled, OutOfMemory
@@ -143,9 +143,9 @@ class Trainer:
         cond = torch.stack([self.cond[lab] for lab in labels])
         uncond = self.uncond.expand_as(cond)
         sds, info = self.guidance.sds_loss(out.image, cond, uncond, self.guidance_scale, self.t_range(), generator=self.rng)
-        # Opacity regulariser: a smooth L1 on accumulated alpha keeps empty space empty (no fog).
-        opacity_reg = torch.sqrt(out.opacity**2 + 0.01).mean()
-        loss = sds + cfg.orientation_weight * out.orientation_loss + cfg.opacity_weight * opacity_reg
+        orientation_reg = losses.orientation_loss(out)
+        opacity_reg = losses.opacity_loss(out)
+        loss = sds + cfg.orientation_weight * orientation_reg + cfg.opacity_weight * opacity_reg
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
