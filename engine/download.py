@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -156,6 +157,13 @@ def cmd_download(args, events) -> int:
     thread.start()
     try:
         snapshot_download(repo, revision=info.sha, allow_patterns=files, local_dir=str(partial), max_workers=4)
+    except KeyboardInterrupt:  # the add-on's Cancel (SIGINT)
+        stop.set()
+        events.emit("cancelled", run_dir=None, checkpoint=None, step=None,
+                    message=f"download cancelled; {partial} is kept and the next download resumes it")
+        sys.stdout.flush()
+        # snapshot_download's worker threads would finish their multi-GB files before a normal exit.
+        os._exit(130)
     except HfHubHTTPError as exc:
         raise ModelError(f"downloading {repo} failed: {str(exc)[:300]}; run it again to resume") from exc
     except OSError as exc:
