@@ -46,7 +46,7 @@ def parse_nvidia_smi(text: str) -> tuple[str, tuple[int, int] | None]:
     cuda = (int(m.group(1)), int(m.group(2))) if m else None
     name = ""
     for line in (text or "").splitlines():
-        g = re.match(r"\|\s*\d+\s+(.+?)\s{2,}(On|Off)\s*\|", line)
+        g = re.match(r"\|\s*\d+\s+(.+?)\s{2,}(On|Off|WDDM|TCC)\s*\|", line)
         if g:
             name = re.sub(r"\s+\.\.\.$", "", g.group(1).strip())
             break
