@@ -65,6 +65,7 @@ class GenerateRequest:
     guidance_scale: float | None = None
     texture_size: int | None = None
     mesh_resolution: int | None = None
+    target_faces: int | None = None
     device: str | None = None
     extra: tuple = ()  # further engine flags, e.g. ("--set", "preview_every=10")
 
@@ -87,6 +88,7 @@ def generate_argv(python: str, req: GenerateRequest) -> list[str]:
         argv.append(f"--guidance-scale={req.guidance_scale}")
     _opt(argv, "--texture-size", req.texture_size)
     _opt(argv, "--mesh-resolution", req.mesh_resolution)
+    _opt(argv, "--target-faces", req.target_faces)
     _opt(argv, "--device", req.device if req.device != "auto" else None)
     argv += list(req.extra)
     return argv + ["--json-events", "--no-progress"]
@@ -99,9 +101,10 @@ def resume_argv(python: str, run_dir: str, device: str | None = None) -> list[st
 
 
 def export_argv(python: str, run_dir: str, mesh_resolution: int | None = None, texture_size: int | None = None,
-                device: str | None = None) -> list[str]:
+                device: str | None = None, target_faces: int | None = None) -> list[str]:
     argv = [str(python), "-m", "engine", "export"]
     _opt(argv, "--mesh-resolution", mesh_resolution)
+    _opt(argv, "--target-faces", target_faces)
     _opt(argv, "--texture-size", texture_size)
     _opt(argv, "--device", device if device != "auto" else None)
     return argv + ["--json-events", "--no-progress", "--", str(run_dir)]  # after "--": a path, never an option

@@ -23,6 +23,8 @@ class DreamFusionSettings(bpy.types.PropertyGroup):
     texture_size: bpy.props.IntProperty(name="Texture", default=0, min=0, max=8192, description="Texture size in pixels; 0: preset")
     mesh_resolution: bpy.props.IntProperty(name="Mesh resolution", default=0, min=0, max=1024,
                                            description="Marching-cubes grid size; 0: preset")
+    target_faces: bpy.props.IntProperty(name="Max faces", default=0, min=0, max=10_000_000,
+                                        description="Polygon budget of the mesh (decimation target); 0: preset (20k/40k/100k)")
     size: bpy.props.FloatProperty(name="Size", default=1.0, min=0.0, soft_max=100.0, subtype="DISTANCE",
                                   description="Longest side of the imported object, in scene units (0: as generated). "
                                               "The object's base sits on the 3D cursor")

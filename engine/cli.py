@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--samples-per-ray", type=int)
     g.add_argument("--texture-size", type=int)
     g.add_argument("--mesh-resolution", type=int)
+    g.add_argument("--target-faces", type=int, help="polygon budget of the mesh (preset default: 20k/40k/100k)")
     g.add_argument("--no-export", action="store_true", help="stop after training (export later with `export`)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config field (see config.py)")
     _add_common(g)
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--mesh-resolution", type=int)
     e.add_argument("--texture-size", type=int)
-    e.add_argument("--iso", type=float, help="density iso-level (default: the exporter's)")
+    e.add_argument("--iso", type=float, help="density iso-level (default: automatic, matching the rendered opacity)")
+    e.add_argument("--target-faces", type=int, help="polygon budget of the mesh (default: the run's)")
     e.add_argument("--obj", action="store_true", help="also write OBJ + MTL + PNG")
     e.add_argument("--out", help="export folder (default: RUN_DIR/export-<time>)")
     e.add_argument("--device", default="auto")
@@ -103,8 +105,8 @@ def _log_to_file(level: int, msg: str) -> None:
 
 # What --resume may change: how long to train, where to run it, and export-time settings. Everything
 # else defines the optimisation so far; changing it silently would make a different run.
-RESUME_MAY_CHANGE = ("steps", "device", "dtype", "offline", "mesh_resolution", "texture_size", "iso", "export_obj",
-                     "export_at_end", "preview_every", "preview_views", "checkpoint_every")
+RESUME_MAY_CHANGE = ("steps", "device", "dtype", "offline", "mesh_resolution", "texture_size", "iso", "target_faces",
+                     "export_obj", "export_at_end", "preview_every", "preview_views", "checkpoint_every")
 
 
 def apply_resume_overrides(cfg, overrides: dict, args, checkpoint_step: int) -> dict:
@@ -179,7 +181,7 @@ def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
         prompt=prompt, model=args.model, negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps,
         guidance_scale=args.guidance_scale, device=args.device, dtype=args.dtype, offline=args.offline,
         render_resolution=args.render_resolution, samples_per_ray=args.samples_per_ray, texture_size=args.texture_size,
-        mesh_resolution=args.mesh_resolution,
+        mesh_resolution=args.mesh_resolution, target_faces=args.target_faces,
     )
     overrides.update(dict(parse_set_option(item) for item in args.set))
     # Every check on the user's input happens here, before the model loads and before any folder exists.
@@ -266,7 +268,8 @@ def cmd_export(args, events: EventStream, cancel: CancelFlag) -> int:
 
     run_dir = Path(args.run_dir)
     cfg = runfolder.load_run_config(run_dir)
-    for key, value in (("mesh_resolution", args.mesh_resolution), ("texture_size", args.texture_size), ("iso", args.iso)):
+    for key, value in (("mesh_resolution", args.mesh_resolution), ("texture_size", args.texture_size), ("iso", args.iso),
+                       ("target_faces", args.target_faces)):
         if value is not None:
             setattr(cfg, key, value)
     cfg.export_obj = cfg.export_obj or args.obj

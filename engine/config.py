@@ -80,7 +80,8 @@ class JobConfig:
     checkpoint_every: int = 250
     mesh_resolution: int = 256
     texture_size: int = 1024
-    iso: float | None = None  # None: the exporter's documented default
+    iso: float | None = None  # None: automatic, from the rendered opacity (engine/mesh/iso.py)
+    target_faces: int | None = 40_000  # polygon budget of the exported mesh (None: no decimation)
     export_obj: bool = False
     export_at_end: bool = True
 
@@ -100,11 +101,11 @@ class JobConfig:
 # with Stable Diffusion in fp16; "high" follows the paper's 15k steps.
 PRESETS: dict[str, dict] = {
     "draft": dict(steps=1500, render_resolution=64, samples_per_ray=48, hash_log2_table=15,
-                  mesh_resolution=128, texture_size=512, preview_every=100, checkpoint_every=250),
+                  mesh_resolution=128, texture_size=512, target_faces=20_000, preview_every=100, checkpoint_every=250),
     "standard": dict(steps=5000, render_resolution=64, samples_per_ray=64, hash_log2_table=16,
-                     mesh_resolution=256, texture_size=1024, preview_every=250, checkpoint_every=500),
+                     mesh_resolution=256, texture_size=1024, target_faces=40_000, preview_every=250, checkpoint_every=500),
     "high": dict(steps=15000, render_resolution=128, samples_per_ray=96, hash_log2_table=19, hash_levels=16,
-                 mesh_resolution=384, texture_size=2048, preview_every=500, checkpoint_every=1000),
+                 mesh_resolution=384, texture_size=2048, target_faces=100_000, preview_every=500, checkpoint_every=1000),
 }
 
 
@@ -233,6 +234,8 @@ def validate(cfg: JobConfig) -> None:
     need(1 <= cfg.preview_views <= 16, "preview_views must be between 1 and 16")
     need(32 <= cfg.mesh_resolution <= 1024, "mesh resolution must be between 32 and 1024 (128-512 is typical)")
     need(64 <= cfg.texture_size <= 8192, "texture size must be between 64 and 8192 pixels")
+    need(cfg.target_faces is None or (type(cfg.target_faces) is int and 100 <= cfg.target_faces <= 10_000_000),
+         f"target_faces must be a whole number of triangles between 100 and 10000000 (or none: no decimation), got {cfg.target_faces!r}")
     check_device_name(cfg.device)
     need(cfg.dtype in ("auto", "fp32", "fp16", "bf16"), f"dtype must be auto, fp32, fp16 or bf16, got {cfg.dtype!r}")
     need(bool(cfg.model.strip()), "no model given: pass --model with a hub id, a local folder or builtin:shapes")

@@ -10,6 +10,7 @@ only that folder on failure or cancel. Nothing the user made is ever deleted or 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import multiprocessing
 import os
 import shutil
@@ -63,7 +64,7 @@ def _settings(cfg: JobConfig, device: str, progress: bool):
     from .mesh import ExportSettings
 
     return ExportSettings(
-        resolution=cfg.mesh_resolution, iso=cfg.iso, texture_size=cfg.texture_size,
+        resolution=cfg.mesh_resolution, iso=cfg.iso, texture_size=cfg.texture_size, target_faces=cfg.target_faces,
         formats=("glb", "obj") if cfg.export_obj else ("glb",), bound=cfg.bound, device=device, progress=progress,
         name="asset",
     )
@@ -85,7 +86,9 @@ def _child(conn, run_dir: str, cfg_json: dict, device: str, tmp_dir: str, progre
         with torch.no_grad():
             result = export_field(field.density, field.albedo, tmp_dir, _settings(cfg, device, progress),
                                   progress_callback=lambda stage, fraction: conn.send(("progress", stage, fraction)))
-        conn.send(("done", {k: str(v) for k, v in result.paths.items()}))
+        # How the asset was made (surface level and how it was chosen, faces, seconds per stage).
+        (Path(tmp_dir) / "asset.json").write_text(json.dumps(result.metadata(), indent=2))
+        conn.send(("done", {k: str(v) for k, v in result.paths.items()}, result.metadata()))
     except EngineError as exc:
         conn.send(("engine_error", type(exc).__name__, str(exc)))
     except BaseException as exc:  # noqa: BLE001 - everything must reach the parent as a message
@@ -144,6 +147,7 @@ def _run_child(run_dir: Path, cfg: JobConfig, events: EventStream, device: torch
                     on_progress(msg[1], msg[2])
                     continue
                 if msg[0] == "done":
+                    events.emit("export", **msg[2])
                     return msg[1]
                 if msg[0] == "engine_error":
                     raise getattr(errors, msg[1], ExportError)(msg[2])
