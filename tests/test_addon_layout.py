@@ -143,6 +143,9 @@ def test_panel_layouts_match_the_docs():
     p = bpy.context.scene.dreamfusion
     p.prompt, p.preset = "a ceramic mug", "high"
     saved_check, saved_current = prefs.CHECK, MANAGER.current
+    MANAGER.current = None
+    MANAGER.queue.clear()
+    MANAGER.history.clear()  # earlier tests in this process leave outcomes behind
     # Idle, online, after Check engine found an 8 GB GPU: the high preset does not fit.
     bpy.context.preferences.system.use_online_access = True
     prefs.CHECK = Worker(["never-started"])
