@@ -850,8 +850,10 @@ def markdown(results: list[dict]) -> str:
          "from a temporary diffusers folder (fp16 safetensors, cast to the run's dtype on load). Text embeddings are",
          "cached: the text encoder runs once per view label (4 labels + the negative prompt) per run, never per step, so",
          "the benchmark uses a 1-layer CLIP with the real hidden size and 77 tokens; its time is in 'load + init' only.",
-         "Steps are timed past the albedo warm-up in `shaded` mode (normals by finite differences: 7 field",
-         "evaluations per sample), the cost of 80% of a run's steps; albedo-only steps render ~3x faster.", ""]
+         "Steps are timed past the albedo warm-up in `shaded` mode (normals needed), the cost of 80% of a run's",
+         "steps. Rows named without a render path were measured with the first engine's render (central-difference",
+         "normals of every sample, no empty-space skipping: 7 field evaluations per sample); rows named `...-fast-vae`",
+         "etc. come from the side-by-side runs described below.", ""]
     if NOTES.exists():
         L += [NOTES.read_text().strip(), ""]
     L += ["## Seconds per SDS step", "",

@@ -66,7 +66,9 @@ class HashGridEncoding(nn.Module):
             w_list.append(axis_w[0][bx] * axis_w[1][by] * axis_w[2][bz])
         idx = torch.stack(idx_list, dim=-1) % self.table_size + self.offsets[None, :, None]  # (N, L, 8)
         w = torch.stack(w_list, dim=-1)  # (N, L, 8)
-        feats = F.embedding(idx.reshape(-1), self.table).reshape(*idx.shape, self.features)  # (N, L, 8, F)
+        # index_select, not F.embedding: the same gather, but its backward (index_add) is ~14x cheaper on
+        # CPU than embedding's dense backward, which was half of a fast-path render's time (measured).
+        feats = self.table.index_select(0, idx.reshape(-1)).reshape(*idx.shape, self.features)  # (N, L, 8, F)
         out = (feats * w[..., None]).sum(2)  # (N, L, F)
         return out.reshape(x.shape[0], -1)
 

@@ -13,6 +13,8 @@ the host: the threshold and the masks stay on the device.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn import functional as F
 
@@ -70,8 +72,7 @@ class OccupancyGrid:
         new = decayed.scatter_reduce(0, flat, sigma, reduce="amax", include_self=False)
         # Cells not sampled keep their decayed value; sampled ones take max(decayed, sampled).
         self.density = torch.maximum(decayed, new).reshape(r, r, r)
-        thresh = -torch.log1p(torch.tensor(-alpha_threshold, device=device)) / step_size
-        thresh = torch.minimum(thresh, self.density.mean())
+        thresh = self.density.mean().clamp(max=-math.log1p(-alpha_threshold) / step_size)
         occupied = (self.density >= thresh).float()[None, None]
         self.mask = F.max_pool3d(occupied, kernel_size=3, stride=1, padding=1)[0, 0] > 0
         self.updates += 1
