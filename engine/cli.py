@@ -75,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(c)
 
     from .batch.cli import add_parser as add_batch_parser  # `batch`: its own package (docs/CLUSTER.md)
+    from .download import add_parser as add_download_parser
 
     add_batch_parser(sub)
+    add_download_parser(sub)
     return parser
 
 
@@ -212,10 +214,11 @@ def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
     events.attach(run_dir / runfolder.EVENTS)
     _setup_logging(run_dir, quiet=args.no_progress)
     events.emit("start", run_dir=run_dir, config=cfg.to_json(), engine_version=__version__, device=str(device),
-                resumed_from=None if state is None else int(state["step"]))
+                resumed_from=None if state is None else int(state["step"]), latent_encoder=guidance.latent_encoder)
     if changed:
         log.info("resume changed %s", ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
-    log.info("run folder %s, device %s, dtype %s, model %s (%s)", run_dir, device, dtype, cfg.model, guidance.family)
+    log.info("run folder %s, device %s, dtype %s, model %s (%s), latent encoder %s", run_dir, device, dtype, cfg.model,
+             guidance.family, guidance.latent_encoder or "none (pixel model)")
     from .train import Trainer
 
     trainer = Trainer(cfg, run_dir, events, guidance, device, progress_bar=not args.no_progress)
@@ -244,7 +247,7 @@ def load_guidance(cfg, device, dtype, cancel: CancelFlag, events: EventStream, r
 
     try:
         with cancel.interruptible():
-            return Guidance(cfg.model, device, dtype, offline=cfg.offline)
+            return Guidance(cfg.model, device, dtype, offline=cfg.offline, latent_encoder=cfg.latent_encoder)
     except Cancelled:
         # A new run has no folder yet; a resumed one keeps its folder and checkpoint untouched.
         events.emit("cancelled", run_dir=run_dir, step=None if state is None else int(state["step"]),
@@ -319,11 +322,14 @@ def main(argv: list[str] | None = None, claim_fd: bool = False) -> int:
     args = build_parser().parse_args(argv)
     events = EventStream(to_stdout=args.json_events, stream=claim_stdout_fd() if claim_fd and args.json_events else None)
     cancel = CancelFlag()
-    if args.command == "batch":  # the batch driver has its own signal handling (engine/batch/local.py)
+    if args.command in ("batch", "download"):  # their own signal handling (engine/batch/local.py, engine/download.py)
         from .batch.cli import cmd_batch
+        from .download import cmd_download
+
+        own = {"batch": cmd_batch, "download": cmd_download}[args.command]
 
         def handler(args, events, cancel):
-            return cmd_batch(args, events)
+            return own(args, events)
     else:
         handler = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check}[args.command]
         cancel.install()  # held until the last event: the cancel contract covers every stage

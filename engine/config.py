@@ -58,7 +58,20 @@ class JobConfig:
     blob_radius: float = 0.5
     ambient: float = 0.1
     background: str = "learned"  # learned (paper: MLP on ray direction) | white (constant; for white-background priors)
-    normals: str = "finite_difference"  # finite_difference | analytic (see render.density_normals)
+    # normals from the density (engine/render/query.py): forward_difference (3 density evaluations) |
+    # finite_difference (central, 6; the first engine's) | analytic (autograd; double backward)
+    normals: str = "forward_difference"
+    normal_samples: str = "weighted"  # weighted: only samples whose weight can show | all (the first engine's)
+    # empty-space skipping (engine/occupancy.py); off + normals=finite_difference + normal_samples=all is
+    # the first engine's render path, kept for comparison (bench_sds.py --variants reference-vae,fast-vae)
+    occupancy_grid: bool = True
+    occupancy_resolution: int = 0  # cells per axis; 0: as many as samples_per_ray (cell ~ sample spacing)
+    occupancy_update_every: int = 16  # steps between grid updates
+    compile_field: bool = False  # torch.compile the field's encoding + MLP (needs a working inductor backend)
+    # latent models only: "vae" (the model's own VAE encoder) or a folder / hub id of a diffusers
+    # AutoencoderTiny (TAESD family, e.g. madebyollin/taesd for SD 1.x/2.x) whose ~1M-parameter encoder
+    # the SDS gradient then goes back through instead of the VAE's 34M
+    latent_encoder: str = "vae"
     # share of renders per shading mode; the first albedo_warmup steps are albedo-only (paper: geometry
     # needs a rough colour first before textureless renders carry signal)
     albedo_ratio: float = 0.2
@@ -162,8 +175,10 @@ def _check_types(cfg: JobConfig) -> None:
     anything); numbers must be finite (NaN passes every `<` check, inf most of them)."""
     for f in dataclasses.fields(cfg):
         value, default = getattr(cfg, f.name), f.default
-        if default is None:  # optional numbers: guidance_scale, iso
-            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        if value is None and "None" in str(f.type):  # optional settings: guidance_scale, iso, ...
+            continue
+        if default is None:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             want = "a number or none"
         elif isinstance(default, bool):
             ok, want = isinstance(value, bool), "true or false"
@@ -221,7 +236,14 @@ def validate(cfg: JobConfig) -> None:
     need(cfg.t_min < cfg.t_anneal_to <= cfg.t_max or not cfg.t_anneal, "t_anneal_to must lie in (t_min, t_max]")
     need(16 <= cfg.render_resolution <= 1024, "render resolution must be between 16 and 1024 pixels")
     need(4 <= cfg.samples_per_ray <= 1024, "samples per ray must be between 4 and 1024")
-    need(cfg.normals in ("finite_difference", "analytic"), f"normals must be finite_difference or analytic, got {cfg.normals!r}")
+    need(cfg.normals in ("forward_difference", "finite_difference", "analytic"),
+         f"normals must be forward_difference, finite_difference or analytic, got {cfg.normals!r}")
+    need(cfg.normal_samples in ("weighted", "all"), f"normal_samples must be weighted or all, got {cfg.normal_samples!r}")
+    need(cfg.occupancy_resolution == 0 or 8 <= cfg.occupancy_resolution <= 512,
+         f"occupancy_resolution must be 0 (auto) or 8-512 cells per axis, got {cfg.occupancy_resolution}")
+    need(cfg.occupancy_update_every >= 1, f"occupancy_update_every must be >= 1 step, got {cfg.occupancy_update_every}")
+    need(bool(str(cfg.latent_encoder).strip()),
+         "latent_encoder is empty: use vae, or a folder / hub id of a diffusers AutoencoderTiny (e.g. madebyollin/taesd)")
     need(cfg.background in ("learned", "white"), f"background must be learned or white, got {cfg.background!r}")
     need(cfg.encoding in ("hashgrid", "frequency"), f"encoding must be 'hashgrid' or 'frequency', got {cfg.encoding!r}")
     need(1 <= cfg.hash_levels <= 32 and 10 <= cfg.hash_log2_table <= 24, "hash grid: levels 1-32, log2 table size 10-24")

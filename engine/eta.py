@@ -90,7 +90,7 @@ class ModeCostETA:
         return total
 
 
-def probe_render_costs(field, background, cfg, device, modes) -> dict[str, float]:
+def probe_render_costs(field, background, cfg, device, modes, occupancy=None) -> dict[str, float]:
     """Seconds of one training-size render forward+backward per mode (plus albedo, the reference).
 
     Deterministic and side-effect free for the run: a fixed camera, no jitter (no random numbers
@@ -111,7 +111,8 @@ def probe_render_costs(field, background, cfg, device, modes) -> dict[str, float
     for mode in dict.fromkeys(["albedo", *modes]):
         t0 = time.perf_counter()
         out = render(field, background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
-                     light_positions=lights, ambient=cfg.ambient, perturb=False, normals=cfg.normals)
+                     light_positions=lights, ambient=cfg.ambient, perturb=False, normals=cfg.normals,
+                     normal_samples=cfg.normal_samples, occupancy=occupancy)
         out.image.mean().backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)

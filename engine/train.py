@@ -7,6 +7,7 @@ EngineError after leaving the last checkpoint on disk; the CLI turns that into e
 from __future__ import annotations
 
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .config import JobConfig
 from .errors import Cancelled, OutOfMemory
 from .eta import ModeCostETA, probe_render_costs
 from .field import BackgroundField, NeRFField
+from .occupancy import OccupancyGrid
 from .protocol import EventStream
 from .render import SHADING_MODES, render
 
@@ -46,6 +48,11 @@ OOM_ADVICE = (
 )
 
 
+def _as_tuple(value):
+    """random.Random's state back from a checkpoint (lists after a round trip)."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 class Trainer:
     def __init__(self, cfg: JobConfig, run_dir: Path, events: EventStream, guidance, device: torch.device,
                  progress_bar: bool = True):
@@ -63,12 +70,22 @@ class Trainer:
         groups.append({"params": list(self.background.parameters()), "lr": cfg.lr * cfg.mlp_lr_scale, "name": "background"})
         self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=step_guard.fused_supported(device))
         self.guard = step_guard.StepGuard(self.optimizer)  # skips non-finite updates on the device
-        self.rng = torch.Generator().manual_seed(cfg.seed)  # cameras, lights, shading choice, SDS t and noise
+        if cfg.compile_field:
+            self.field.compile_query()
+        # Cameras, lights, ray jitter, SDS t and noise: drawn on the device, so a step needs no host copy.
+        self.rng = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.host_rng = random.Random(cfg.seed)  # host-side choices only (the shading mode of a step)
         self.step = 0
         self.guidance_scale = cfg.guidance_scale if cfg.guidance_scale is not None else guidance.default_guidance_scale()
-        # Text embeddings once per view label (not per step), plus the unconditional/negative one.
+        # Text embeddings once per view label (not per step), plus the unconditional/negative one; a
+        # step picks its view's row of ``cond_table`` by index, on the device.
         self.uncond = guidance.encode_text([cfg.negative_prompt])[0]
         self.cond = {label: guidance.encode_text([view_prompt(cfg.prompt, label)])[0] for label in VIEW_LABELS}
+        self.cond_table = torch.stack([self.cond[label] for label in VIEW_LABELS])
+        guidance.release_text_encoder()
+        self.occupancy = None
+        if cfg.occupancy_grid:
+            self.occupancy = OccupancyGrid(cfg.bound, cfg.occupancy_resolution or max(16, cfg.samples_per_ray), device=device)
         self.cancel = CancelFlag()
 
     # --- state ------------------------------------------------------------------------------------
@@ -79,6 +96,8 @@ class Trainer:
             "background": self.background.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": self.rng.get_state(),
+            "rng_device": self.device.type,
+            "host_rng": self.host_rng.getstate(),
             "torch_rng": torch.get_rng_state(),
             "engine_version": __version__,
         }
@@ -87,9 +106,15 @@ class Trainer:
         self.field.load_state_dict(state["field"])
         self.background.load_state_dict(state["background"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.rng.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
+        if state.get("rng_device", "cpu") == self.device.type:
+            self.rng.set_state(state["rng"])
+        else:  # a generator's state only fits its own device type: reseed, deterministically per step
+            log.warning("resuming on %s a run saved on %s: camera/noise draws are reseeded", self.device.type, state.get("rng_device"))
+            self.rng.manual_seed(self.cfg.seed + self.step)
+        if "host_rng" in state:
+            self.host_rng.setstate(_as_tuple(state["host_rng"]))
+        torch.set_rng_state(state["torch_rng"])
 
     def save_checkpoint(self) -> Path:
         path = runfolder.save_checkpoint(self.run_dir, self.state_dict())
@@ -98,10 +123,19 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------------------
     def shading_mode(self) -> str:
+        """A host-side choice (it decides what the render computes), from the host generator."""
         if self.step < self.cfg.albedo_warmup:
             return "albedo"
-        ratios = torch.tensor([self.cfg.albedo_ratio, self.cfg.shaded_ratio, self.cfg.textureless_ratio])
-        return SHADING_MODES[int(torch.multinomial(ratios, 1, generator=self.rng))]
+        ratios = [self.cfg.albedo_ratio, self.cfg.shaded_ratio, self.cfg.textureless_ratio]
+        return self.host_rng.choices(SHADING_MODES, weights=ratios)[0]
+
+    def update_occupancy(self) -> None:
+        """Refresh the occupancy grid every ``occupancy_update_every`` steps (and before the first)."""
+        grid = self.occupancy
+        if grid is None or (grid.updates > 0 and self.step % self.cfg.occupancy_update_every != 0):
+            return
+        # The renderer's widest sample spacing: the sphere's diameter over the samples per ray.
+        grid.update(self.field.density, 2.0 * self.cfg.bound / self.cfg.samples_per_ray, generator=self.rng)
 
     def t_range(self) -> tuple[float, float]:
         if not self.cfg.t_anneal:
@@ -110,7 +144,10 @@ class Trainer:
         return self.cfg.t_min, self.cfg.t_max + (self.cfg.t_anneal_to - self.cfg.t_max) * frac
 
     def train_step(self) -> dict:
+        """One SDS step. Nothing is read back to the host: the returned loss and diagnostics are
+        device tensors (read them when reporting)."""
         cfg = self.cfg
+        self.update_occupancy()
         cams = sample_cameras(
             cfg.batch_size, self.rng, (cfg.elevation_min, cfg.elevation_max), (cfg.distance_min, cfg.distance_max),
             (cfg.focal_min, cfg.focal_max), device=self.device,
@@ -118,9 +155,9 @@ class Trainer:
         lights = sample_light_positions(cams, self.rng)
         mode = self.shading_mode()
         out = render(self.field, self.background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
-                     light_positions=lights, ambient=cfg.ambient, generator=self.rng, normals=cfg.normals)
-        labels = cams.labels(cfg.overhead_elevation)
-        cond = torch.stack([self.cond[lab] for lab in labels])
+                     light_positions=lights, ambient=cfg.ambient, generator=self.rng, normals=cfg.normals,
+                     normal_samples=cfg.normal_samples, occupancy=self.occupancy)
+        cond = self.cond_table[cams.label_index(cfg.overhead_elevation)]
         uncond = self.uncond.expand_as(cond)
         sds, info = self.guidance.sds_loss(out.image, cond, uncond, self.guidance_scale, self.t_range(), generator=self.rng)
         orientation_reg = losses.orientation_loss(out)
@@ -130,7 +167,7 @@ class Trainer:
         loss.backward()
         self.guard.step(loss)
         self.step += 1
-        return {"loss": float(loss.detach()), "sds": float(sds.detach()), "mode": mode, "grad_norm": info["grad_norm"]}
+        return {"loss": loss.detach(), "sds": sds.detach(), "mode": mode, "grad_norm": info["grad_norm"]}
 
     # --- previews ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -149,7 +186,8 @@ class Trainer:
                 sub = cams[i]
                 out = render(self.field, self.background, sub, cfg.render_resolution, cfg.samples_per_ray,
                              shading="shaded" if mode == "albedo" else "textureless", light_positions=lights[i:i + 1],
-                             ambient=0.3, perturb=False, normals=cfg.normals)
+                             ambient=0.3, perturb=False, normals=cfg.normals, normal_samples=cfg.normal_samples,
+                             occupancy=self.occupancy)
                 imgs.append(out.image.detach()[0])
             rows.append(torch.cat(imgs, dim=2))
         grid = torch.cat(rows, dim=1).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
@@ -181,7 +219,8 @@ class Trainer:
         timer = ModeCostETA(cfg.steps, cfg.albedo_warmup, dict(zip(SHADING_MODES, (cfg.albedo_ratio, cfg.shaded_ratio, cfg.textureless_ratio))),
                             periodic={"preview": cfg.preview_every, "checkpoint": cfg.checkpoint_every})
         if self.step < min(cfg.albedo_warmup, cfg.steps) < cfg.steps:  # modes the warm-up will not measure
-            timer.probe = probe_render_costs(self.field, self.background, cfg, self.device, timer.modes_after_warmup())
+            timer.probe = probe_render_costs(self.field, self.background, cfg, self.device, timer.modes_after_warmup(),
+                                             occupancy=self.occupancy)
         start_step, t0 = self.step, time.monotonic()
         bar = None
         if self.progress_bar:
@@ -206,10 +245,14 @@ class Trainer:
                 eta = timer.eta(self.step)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{stats['loss']:.3g}", mode=stats["mode"][:4])
+                # The loss is read back to the host only when reported (at most ~4 times a second):
+                # on a GPU each read waits for the step to finish.
                 if now - last_emit > 0.25 or self.step == cfg.steps or self.step == start_step + 1:
                     last_emit = now
-                    self.events.emit("progress", stage="train", step=self.step, total=cfg.steps, loss=round(stats["loss"], 6),
+                    loss = float(stats["loss"])
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{loss:.3g}", mode=stats["mode"][:4])
+                    self.events.emit("progress", stage="train", step=self.step, total=cfg.steps, loss=round(loss, 6),
                                      elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 1),
                                      skipped=self.guard.skipped)
                 if self.step % cfg.preview_every == 0 or self.step == cfg.steps or self.step == start_step + 1:
@@ -220,7 +263,7 @@ class Trainer:
                     t_job = time.monotonic()
                     self.save_checkpoint()
                     timer.record_periodic("checkpoint", time.monotonic() - t_job)
-                    log.info("step %d/%d loss %.4g", self.step, cfg.steps, stats["loss"])
+                    log.info("step %d/%d loss %.4g", self.step, cfg.steps, float(stats["loss"]))
         finally:
             if bar is not None:
                 bar.close()
