@@ -27,7 +27,7 @@ def test_local_batch_retries_a_killed_engine_fails_a_bad_prompt_alone_and_reruns
     out = tmp_path / "out"
     killed = []
 
-    def kill_first_engine(ev):  # a system failure: the engine of "a red cube" is killed once
+    def kill_first_engine(ev, _):  # a system failure: the engine of "a red cube" is killed once
         if ev["event"] == "task_started" and ev["prompt"] == GOOD[0] and not killed:
             killed.append(ev["engine_pid"])
             os.kill(ev["engine_pid"], signal.SIGKILL)
@@ -71,6 +71,24 @@ def test_a_run_folder_left_with_a_checkpoint_is_resumed_not_restarted(tmp_path):
     rc, events, err = run_batch_live([str(prompts), "--out", str(out), "--device", "cpu", *TINY])
     assert rc == 0, err[-3000:]
     assert_resumed(events, left, out, GOOD[0])
+
+
+def test_ctrl_c_cancels_the_running_prompt_and_keeps_the_rest_for_a_rerun(tmp_path):
+    prompts = write_prompts(tmp_path / "prompts.txt", GOOD[:3])
+    out = tmp_path / "out"
+
+    def interrupt(ev, driver):  # Ctrl-C on the driver while the first prompt's engine starts
+        if ev["event"] == "task_started":
+            driver.send_signal(signal.SIGINT)
+
+    rc, events, err = run_batch_live([str(prompts), "--out", str(out), "--workers", "1", "--device", "cpu", *TINY], interrupt)
+    assert rc == 130, err[-3000:]
+    jobs = json.loads((out / "batch.json").read_text())["jobs"]
+    assert [jobs[job_id(p)]["status"] for p in GOOD[:3]] == ["cancelled", "pending", "pending"], jobs
+    assert len(of(events, "task_started")) == 1 and of(events, "batch_done")[0]["cancelled"] == 1
+    engine_pid = of(events, "task_started")[0]["engine_pid"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(engine_pid, 0)  # the driver stopped its engine and waited for it
 
 
 # ---------------------------------------------------------------- bad input: refused before any work
