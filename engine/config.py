@@ -49,8 +49,10 @@ class JobConfig:
     samples_per_ray: int = 64
     bound: float = 1.0
     encoding: str = "hashgrid"  # hashgrid | frequency
+    frequency_bands: int = 8  # sinusoidal encoding: octaves 2^0..2^(bands-1) (fewer: smoother, no terracing)
     hash_levels: int = 12
     hash_log2_table: int = 16
+    hash_max_resolution: int = 1024  # finest hash-grid level (grid cells across the bounding cube)
     hidden_dim: int = 64
     blob_density: float = 10.0
     blob_radius: float = 0.5
@@ -245,6 +247,8 @@ def validate(cfg: JobConfig) -> None:
     need(cfg.background in ("learned", "white"), f"background must be learned or white, got {cfg.background!r}")
     need(cfg.encoding in ("hashgrid", "frequency"), f"encoding must be 'hashgrid' or 'frequency', got {cfg.encoding!r}")
     need(1 <= cfg.hash_levels <= 32 and 10 <= cfg.hash_log2_table <= 24, "hash grid: levels 1-32, log2 table size 10-24")
+    need(16 <= cfg.hash_max_resolution <= 8192, f"hash_max_resolution must be between 16 (the coarsest level) and 8192, got {cfg.hash_max_resolution}")
+    need(1 <= cfg.frequency_bands <= 16, f"frequency_bands must be between 1 and 16, got {cfg.frequency_bands}")
     ratios = (cfg.albedo_ratio, cfg.shaded_ratio, cfg.textureless_ratio)
     need(all(r >= 0 for r in ratios) and sum(ratios) > 0, "shading ratios must be >= 0 and not all zero")
     need(0.0 <= cfg.ambient <= 1.0, "ambient must be in [0, 1]")

@@ -20,6 +20,7 @@ from .cancel import CancelFlag
 from .cameras import orbit_cameras, sample_cameras, sample_light_positions, view_prompt, VIEW_LABELS
 from .config import JobConfig
 from .errors import Cancelled, OutOfMemory
+from .eta import ModeCostETA, probe_render_costs
 from .field import BackgroundField, NeRFField
 from .occupancy import OccupancyGrid
 from .protocol import EventStream
@@ -32,6 +33,7 @@ def build_field(cfg: JobConfig) -> tuple[NeRFField, BackgroundField]:
     field = NeRFField(
         bound=cfg.bound, encoding=cfg.encoding, hidden_dim=cfg.hidden_dim, hash_levels=cfg.hash_levels,
         hash_log2_table=cfg.hash_log2_table, blob_density=cfg.blob_density, blob_radius=cfg.blob_radius,
+        frequency_bands=cfg.frequency_bands, hash_max_resolution=cfg.hash_max_resolution,
     )
     return field, BackgroundField(fixed=cfg.background)
 
@@ -214,6 +216,11 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         self.cancel.install()
+        timer = ModeCostETA(cfg.steps, cfg.albedo_warmup, dict(zip(SHADING_MODES, (cfg.albedo_ratio, cfg.shaded_ratio, cfg.textureless_ratio))),
+                            periodic={"preview": cfg.preview_every, "checkpoint": cfg.checkpoint_every})
+        if self.step < min(cfg.albedo_warmup, cfg.steps) < cfg.steps:  # modes the warm-up will not measure
+            timer.probe = probe_render_costs(self.field, self.background, cfg, self.device, timer.modes_after_warmup(),
+                                             occupancy=self.occupancy)
         start_step, t0 = self.step, time.monotonic()
         bar = None
         if self.progress_bar:
@@ -225,7 +232,10 @@ class Trainer:
             while self.step < cfg.steps:
                 self.stop_if_cancelled()
                 try:
+                    t_step = time.monotonic()
                     stats = self.train_step()
+                    if self.step > start_step + 1:  # the first step carries one-off costs (first calls, occupancy grid)
+                        timer.record(stats["mode"], time.monotonic() - t_step)
                 except RuntimeError as exc:
                     if is_oom(exc):
                         raise OutOfMemory(OOM_ADVICE) from exc
@@ -233,8 +243,7 @@ class Trainer:
                 self.guard.poll(self.step, force=self.step == cfg.steps)
                 now = time.monotonic()
                 elapsed = now - t0
-                rate = (self.step - start_step) / max(elapsed, 1e-9)
-                eta = (cfg.steps - self.step) / rate if rate > 0 else None
+                eta = timer.eta(self.step)
                 if bar is not None:
                     bar.update(1)
                 # The loss is read back to the host only when reported (at most ~4 times a second):
@@ -248,9 +257,13 @@ class Trainer:
                                      elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 1),
                                      skipped=self.guard.skipped)
                 if self.step % cfg.preview_every == 0 or self.step == cfg.steps or self.step == start_step + 1:
+                    t_job = time.monotonic()
                     self.write_preview()
+                    timer.record_periodic("preview", time.monotonic() - t_job)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    t_job = time.monotonic()
                     self.save_checkpoint()
+                    timer.record_periodic("checkpoint", time.monotonic() - t_job)
                     log.info("step %d/%d loss %.4g", self.step, cfg.steps, float(stats["loss"]))
         finally:
             if bar is not None:

@@ -111,14 +111,18 @@ def _sample_grid(density_fn, s: ExportSettings, rep: Reporter):
     n_queried = grid.points_inside(first.shape[0], s.bound)
     with rep.stage("iso"):
         choice = iso_mod.IsoChoice(float(s.iso), "given") if s.iso is not None else iso_mod.choose_iso(first, s.bound)
-        surface.check_occupancy(first, choice.iso, s.bound)
+        if dense or first.max() > choice.iso:
+            surface.check_occupancy(first, choice.iso, s.bound)
+        # else: a feature thinner than the coarse spacing may still reach the level: the fine grid decides
+        # (surface.check_not_empty).
     if dense:
         return first, choice, n_queried
     g = first
     levels = grid.refinement_levels(s.resolution)[1:]
     with rep.stage("refine", len(levels)) as st:
-        for level in levels:
-            g, n_level = grid.sample_near_surface(density_fn, g, level, s.bound, choice.iso, s.device, s.chunk_size)
+        for k, level in enumerate(levels):
+            g, n_level = grid.sample_near_surface(density_fn, g, level, s.bound, choice.iso, s.device, s.chunk_size,
+                                                  tail=grid.TAIL if k == 0 else grid.TAIL_FINE)
             n_queried += n_level
             st.update(1)
     return g, choice, n_queried
