@@ -249,7 +249,6 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     Same random draws in the same order, so with ``shading=None`` it computes what train_step does;
     the backward is split in two (image gradient through the guidance side, then the render graph
     together with the regularisers), which sums to the same parameter gradients as loss.backward()."""
-    from engine.cameras import sample_cameras, sample_light_positions
     from engine.render import render
 
     cfg, g, dev = trainer.cfg, trainer.guidance, trainer.device
@@ -261,17 +260,12 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
             if mod is not None:
                 exclude.update(p.untyped_storage().data_ptr() for p in mod.parameters())
     clock.start()
-    cams = sample_cameras(cfg.batch_size, trainer.rng, (cfg.elevation_min, cfg.elevation_max), (cfg.distance_min, cfg.distance_max),
-                          (cfg.focal_min, cfg.focal_max), device=dev)
-    lights = sample_light_positions(cams, trainer.rng)
-    mode = trainer.shading_mode() if shading is None else shading
+    cams, lights, mode, background = trainer.sample_view(shading)
     with count_saved(saved, "render", exclude):
-        out = render(trainer.field, trainer.background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
+        out = render(trainer.field, background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
                      light_positions=lights, ambient=cfg.ambient, generator=trainer.rng, normals=cfg.normals)
     clock.lap("render")
-    labels = cams.labels(cfg.overhead_elevation)
-    cond = torch.stack([trainer.cond[lab] for lab in labels])
-    uncond = trainer.uncond.expand_as(cond)
+    view = trainer.prompts.for_cameras(cams.azimuth, cams.elevation)
     # --- Guidance.sds_loss, in parts
     with count_saved(saved, "vae_encode", exclude):
         x = g.encode_images(out.image)
@@ -282,15 +276,15 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     hi = min(g.num_train_timesteps - 1, int(t_hi * g.num_train_timesteps))
     t = torch.randint(lo, hi + 1, (b,), generator=trainer.rng).to(dev)
     noise = torch.randn(x.shape, generator=trainer.rng).to(dev)
-    grad, _ = g.sds_gradient(x.detach(), t, noise, cond, uncond, trainer.guidance_scale)
+    grad, _ = g.sds_gradient(x.detach(), t, noise, view.cond, view.uncond, trainer.guidance_scale, view.negatives,
+                             view.negative_weights)
     grad = torch.nan_to_num(grad)
     clock.lap("unet_cfg")
     target = (x - grad).detach()
     sds = 0.5 * F.mse_loss(x, target, reduction="sum") / b
     grad_norm = grad.norm().item() / b
     # --- rest of train_step
-    opacity_reg = torch.sqrt(out.opacity**2 + 0.01).mean()
-    reg = cfg.orientation_weight * out.orientation_loss + cfg.opacity_weight * opacity_reg
+    reg = trainer.regularisers(out)
     loss = sds + reg
     trainer.optimizer.zero_grad(set_to_none=True)
     clock.lap("loss")

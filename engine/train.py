@@ -17,10 +17,12 @@ import torch
 from PIL import Image
 
 from . import __version__, runfolder
-from .cameras import orbit_cameras, sample_cameras, sample_light_positions, view_prompt, VIEW_LABELS
+from . import schedule
+from .cameras import orbit_cameras, sample_cameras, sample_light_positions
 from .config import JobConfig
 from .errors import Cancelled, OutOfMemory
-from .field import BackgroundField, NeRFField
+from .field import BackgroundField, NeRFField, SolidBackground
+from .prompts import ViewPrompts
 from .protocol import EventStream
 from .render import SHADING_MODES, render
 
@@ -81,14 +83,15 @@ class Trainer:
         self.field.to(device)
         self.background.to(device)
         groups = self.field.param_groups(cfg.lr, cfg.mlp_lr_scale)
-        groups.append({"params": list(self.background.parameters()), "lr": cfg.lr * cfg.mlp_lr_scale, "name": "background"})
+        groups.append({"params": list(self.background.parameters()), "lr": cfg.lr * cfg.background_lr_scale, "name": "background"})
         self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
         self.rng = torch.Generator().manual_seed(cfg.seed)  # cameras, lights, shading choice, SDS t and noise
         self.step = 0
         self.guidance_scale = cfg.guidance_scale if cfg.guidance_scale is not None else guidance.default_guidance_scale()
         # Text embeddings once per view label (not per step), plus the unconditional/negative one.
-        self.uncond = guidance.encode_text([cfg.negative_prompt])[0]
-        self.cond = {label: guidance.encode_text([view_prompt(cfg.prompt, label)])[0] for label in VIEW_LABELS}
+        self.prompts = ViewPrompts(guidance.encode_text, cfg.prompt, cfg.negative_prompt, mode=cfg.view_embedding,
+                                   perp_neg=cfg.perp_neg, overhead_elevation=cfg.overhead_elevation)
+        self.uncond, self.cond = self.prompts.uncond, self.prompts.views
         self.cancel = CancelFlag()
 
     # --- state ------------------------------------------------------------------------------------
@@ -117,35 +120,61 @@ class Trainer:
         return path
 
     # --- one step ---------------------------------------------------------------------------------
+    def scheduled(self, key: str) -> float:
+        """A schedulable setting's value at the current step (engine/schedule.py)."""
+        return schedule.value_at(getattr(self.cfg, key), self.step, self.cfg.steps)
+
     def shading_mode(self) -> str:
         if self.step < self.cfg.albedo_warmup:
             return "albedo"
-        ratios = torch.tensor([self.cfg.albedo_ratio, self.cfg.shaded_ratio, self.cfg.textureless_ratio])
+        ratios = torch.tensor([self.scheduled(k) for k in ("albedo_ratio", "shaded_ratio", "textureless_ratio")])
         return SHADING_MODES[int(torch.multinomial(ratios, 1, generator=self.rng))]
 
     def t_range(self) -> tuple[float, float]:
+        t_min, t_max = self.scheduled("t_min"), self.scheduled("t_max")
         if not self.cfg.t_anneal:
-            return self.cfg.t_min, self.cfg.t_max
+            return t_min, t_max
         frac = self.step / max(self.cfg.steps - 1, 1)
-        return self.cfg.t_min, self.cfg.t_max + (self.cfg.t_anneal_to - self.cfg.t_max) * frac
+        return t_min, t_max + (self.cfg.t_anneal_to - t_max) * frac
 
-    def train_step(self) -> dict:
+    def training_background(self):
+        """The learned background, or on a ``random_background`` share of steps one random colour."""
+        if self.cfg.random_background > 0 and float(torch.rand(1, generator=self.rng)) < self.cfg.random_background:
+            return SolidBackground(torch.rand(3, generator=self.rng).to(self.device))
+        return self.background
+
+    def sample_view(self, mode: str | None = None):
+        """This step's cameras, lights, shading mode (drawn unless given) and background; applies the
+        step's live hash levels. Shared with bench/bench_sds.py's timed copy of the step."""
         cfg = self.cfg
         cams = sample_cameras(
             cfg.batch_size, self.rng, (cfg.elevation_min, cfg.elevation_max), (cfg.distance_min, cfg.distance_max),
-            (cfg.focal_min, cfg.focal_max), device=self.device,
+            (cfg.focal_min, cfg.focal_max), device=self.device, uniform_sphere_rate=cfg.uniform_sphere_rate,
         )
         lights = sample_light_positions(cams, self.rng)
-        mode = self.shading_mode()
-        out = render(self.field, self.background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
-                     light_positions=lights, ambient=cfg.ambient, generator=self.rng, normals=cfg.normals)
-        labels = cams.labels(cfg.overhead_elevation)
-        cond = torch.stack([self.cond[lab] for lab in labels])
-        uncond = self.uncond.expand_as(cond)
-        sds, info = self.guidance.sds_loss(out.image, cond, uncond, self.guidance_scale, self.t_range(), generator=self.rng)
+        mode = self.shading_mode() if mode is None else mode
+        self.field.set_level_fraction(self.scheduled("hash_level_fraction"))
+        return cams, lights, mode, self.training_background()
+
+    def regularisers(self, out) -> torch.Tensor:
+        """Orientation and opacity terms at this step's weights."""
+        cfg = self.cfg
         # Opacity regulariser: a smooth L1 on accumulated alpha keeps empty space empty (no fog).
         opacity_reg = torch.sqrt(out.opacity**2 + 0.01).mean()
-        loss = sds + cfg.orientation_weight * out.orientation_loss + cfg.opacity_weight * opacity_reg
+        orientation = out.orientation_loss
+        if cfg.orientation_average == "nonempty_rays":  # threestudio: per ray that hit something, not per pixel
+            orientation = orientation * out.opacity.numel() / (out.opacity > 0.01).sum().clamp_min(1)
+        return self.scheduled("orientation_weight") * orientation + self.scheduled("opacity_weight") * opacity_reg
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        cams, lights, mode, background = self.sample_view()
+        out = render(self.field, background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
+                     light_positions=lights, ambient=cfg.ambient, generator=self.rng, normals=cfg.normals)
+        view = self.prompts.for_cameras(cams.azimuth, cams.elevation)
+        sds, info = self.guidance.sds_loss(out.image, view.cond, view.uncond, self.guidance_scale, self.t_range(),
+                                           generator=self.rng, negatives=view.negatives, negative_weights=view.negative_weights)
+        loss = sds + self.regularisers(out)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
