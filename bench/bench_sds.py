@@ -284,7 +284,8 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     sds = 0.5 * F.mse_loss(x, target, reduction="sum") / b
     grad_norm = grad.norm().item() / b
     # --- rest of train_step
-    reg = trainer.regularisers(out)
+    orientation_term, opacity_term = trainer.regularisers(out)
+    reg = orientation_term + opacity_term
     loss = sds + reg
     trainer.optimizer.zero_grad(set_to_none=True)
     clock.lap("loss")
@@ -376,6 +377,7 @@ def unet_floor(guidance, device: torch.device, n: int, warmup: int, mem: Mem) ->
 
 def render_compare(preset: str, device: torch.device, reps: int, warmup: int, mem: Mem) -> list[dict]:
     """Hash grid vs frequency encoding: render forward + backward at the preset's resolution."""
+    from engine import losses
     from engine.cameras import sample_cameras, sample_light_positions
     from engine.config import build_config
     from engine.render import render
@@ -406,7 +408,7 @@ def render_compare(preset: str, device: torch.device, reps: int, warmup: int, me
                                  light_positions=lights, ambient=cfg.ambient, generator=rng, normals=cfg.normals)
                 _sync(device)
                 t1 = time.perf_counter()
-                (out.image.mean() + out.opacity.mean() + out.orientation_loss).backward()
+                (out.image.mean() + out.opacity.mean() + losses.orientation_loss(out)).backward()
                 _sync(device)
                 t2 = time.perf_counter()
                 if i == 0:

@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", help="also check that this model loads")
     c.add_argument("--device", default="auto")
     _add_common(c)
+
+    from .batch.cli import add_parser as add_batch_parser  # `batch`: its own package (docs/CLUSTER.md)
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -207,7 +211,9 @@ def cmd_check(args, events: EventStream) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     events = EventStream(to_stdout=args.json_events)
-    handlers = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check}
+    from .batch.cli import cmd_batch
+
+    handlers = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check, "batch": cmd_batch}
     try:
         return handlers[args.command](args, events)
     except Cancelled as exc:

@@ -105,10 +105,20 @@ class JobConfig:
     @classmethod
     def from_json(cls, data: dict) -> "JobConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        # A run folder written before a setting existed ran without it: resume it that way.
+        values = {k: v for k, v in ADDED_WITH_RECIPE.items() if k not in data}
+        values.update({k: v for k, v in data.items() if k in known})
+        return cls(**values)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2))
+
+
+# Settings added with the SD recipe (docs/RECIPE.md) and the value that means "as before they existed".
+ADDED_WITH_RECIPE = dict(
+    hash_level_fraction=1.0, random_background=0.0, background_lr_scale=0.1, uniform_sphere_rate=0.0,
+    view_embedding="labels", perp_neg=False, orientation_average="all_rays",
+)
 
 
 # Presets: what changes between a quick look and a final asset. "draft" is sized to fit an 8 GB GPU

@@ -23,7 +23,13 @@ class RenderOutput:
     image: torch.Tensor  # (B, 3, H, W) in [0, 1], composited over the background
     opacity: torch.Tensor  # (B, 1, H, W) accumulated alpha
     depth: torch.Tensor  # (B, 1, H, W) expected distance along the ray (0 where empty)
-    orientation_loss: torch.Tensor  # scalar: weight * max(0, n·d)^2, normals facing away from the camera
+    # Per evaluated sample, packed, for the losses (engine/losses.py): compositing weights (S,),
+    # world normals (S, 3) if computed, the sample's ray in the flattened (B*H*W) rays, and the
+    # rays' unit directions (B*H*W, 3).
+    weights: torch.Tensor
+    normals: torch.Tensor | None
+    ray_index: torch.Tensor
+    dirs: torch.Tensor
     normal_image: torch.Tensor | None = None  # (B, 3, H, W) composited world normals, if computed
 
 
@@ -152,20 +158,20 @@ def render(
     if normal_f is not None:
         normals = torch.zeros(bsz, origins.shape[1], n, 3, device=device, dtype=normal_f.dtype)
         normals = normals.masked_scatter(mask[..., None].expand(-1, -1, -1, 3), normal_f)
-        # Orientation loss (Ref-NeRF / DreamFusion): penalise visible normals facing away from the camera.
-        facing = (normals * dirs[..., None, :]).sum(-1).clamp_min(0.0)
-        orientation = (weights.detach() * facing**2).sum(-1).mean()
         normal_img = (weights[..., None] * normals).sum(-2)
         normal_img = normal_img.reshape(bsz, h, w, 3).permute(0, 3, 1, 2)
     else:
-        orientation = torch.zeros((), device=device)
         normal_img = None
+    ray_index = torch.arange(bsz * origins.shape[1], device=device).reshape(bsz, -1, 1).expand(-1, -1, n)[mask]
 
     to_img = lambda x, c: x.reshape(bsz, h, w, c).permute(0, 3, 1, 2)  # noqa: E731
     return RenderOutput(
         image=to_img(rgb, 3).clamp(0.0, 1.0),
         opacity=to_img(opacity[..., None], 1),
         depth=to_img(depth[..., None], 1),
-        orientation_loss=orientation,
+        weights=weights[mask],
+        normals=normal_f,
+        ray_index=ray_index,
+        dirs=dirs.reshape(-1, 3),
         normal_image=normal_img,
     )

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__, runfolder
-from . import schedule
+from . import __version__, losses, runfolder, schedule
 from .cameras import orbit_cameras, sample_cameras, sample_light_positions
 from .config import JobConfig
 from .errors import Cancelled, OutOfMemory
@@ -156,15 +155,10 @@ class Trainer:
         self.field.set_level_fraction(self.scheduled("hash_level_fraction"))
         return cams, lights, mode, self.training_background()
 
-    def regularisers(self, out) -> torch.Tensor:
-        """Orientation and opacity terms at this step's weights."""
-        cfg = self.cfg
-        # Opacity regulariser: a smooth L1 on accumulated alpha keeps empty space empty (no fog).
-        opacity_reg = torch.sqrt(out.opacity**2 + 0.01).mean()
-        orientation = out.orientation_loss
-        if cfg.orientation_average == "nonempty_rays":  # threestudio: per ray that hit something, not per pixel
-            orientation = orientation * out.opacity.numel() / (out.opacity > 0.01).sum().clamp_min(1)
-        return self.scheduled("orientation_weight") * orientation + self.scheduled("opacity_weight") * opacity_reg
+    def regularisers(self, out) -> list[torch.Tensor]:
+        """The weighted orientation and opacity terms at this step (added to the SDS loss one by one)."""
+        orientation = losses.orientation_loss(out, average=self.cfg.orientation_average)
+        return [self.scheduled("orientation_weight") * orientation, self.scheduled("opacity_weight") * losses.opacity_loss(out)]
 
     def train_step(self) -> dict:
         cfg = self.cfg
@@ -174,7 +168,9 @@ class Trainer:
         view = self.prompts.for_cameras(cams.azimuth, cams.elevation)
         sds, info = self.guidance.sds_loss(out.image, view.cond, view.uncond, self.guidance_scale, self.t_range(),
                                            generator=self.rng, negatives=view.negatives, negative_weights=view.negative_weights)
-        loss = sds + self.regularisers(out)
+        loss = sds
+        for term in self.regularisers(out):
+            loss = loss + term
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -16,7 +16,7 @@ fi
 if [ -z "${TORCH_SPEC:-}" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then TORCH_SPEC="torch"; else TORCH_SPEC="torch==2.13.0"; fi
 fi
-if ! .venv/bin/python -c "import torch, diffusers, transformers, bpy, skimage, trimesh, xatlas, pytest" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import torch, diffusers, transformers, bpy, skimage, trimesh, xatlas, pytest, ray" >/dev/null 2>&1; then
   echo "[setup] installing $TORCH_SPEC and requirements-dev.txt (a few minutes the first time)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "$TORCH_SPEC"

@@ -21,7 +21,6 @@ import pytest
 import torch
 import trimesh
 from PIL import Image
-from scipy.spatial import cKDTree
 
 # No conftest/pyproject is assumed: make the repo root (engine) and tests/ (analytic_fields) importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import analytic_fields as af  # noqa: E402
 
 from engine.errors import ConfigError, ExportError  # noqa: E402
-from engine.mesh import STAGE_COST, STAGES, ExportResult, ExportSettings, export_field  # noqa: E402
+from engine.mesh import STAGE_COST, STAGES, ExportResult, ExportSettings, export_field, metrics  # noqa: E402
 
 RES = 96
 H = 2.0 / (RES - 1)
@@ -55,14 +54,6 @@ def glb_json(path: Path) -> dict:
     return json.loads(data[20:20 + length])
 
 
-def sample_mesh(mesh: trimesh.Trimesh, n: int, seed: int = 0):
-    """Area-uniform points on the mesh with their face normals and interpolated UVs."""
-    pts, fid = trimesh.sample.sample_surface(mesh, n, seed=seed)
-    bary = trimesh.triangles.points_to_barycentric(mesh.triangles[fid], pts)
-    uv = np.einsum("nk,nkd->nd", bary, mesh.visual.uv[mesh.faces[fid]])
-    return pts, mesh.face_normals[fid], uv
-
-
 def lookup_texture(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Bilinear lookup, trimesh/OpenGL UV convention (v up: row 0 of the image is v = 1)."""
     hgt, wid = image.shape[:2]
@@ -77,36 +68,22 @@ def lookup_texture(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bot * fy
 
 
-def distance_to_mesh(points: np.ndarray, mesh: trimesh.Trimesh, k: int = 16) -> np.ndarray:
-    """Exact point-to-triangle distance to the nearest of the k triangles with the nearest centroids
-    (the triangles are small and even, so the true nearest is among them; no rtree needed)."""
-    _, cand = cKDTree(mesh.triangles_center).query(points, k=k)
-    tri = mesh.triangles[cand.reshape(-1)]
-    closest = trimesh.triangles.closest_point(tri, np.repeat(points, k, axis=0))
-    return np.linalg.norm(closest - np.repeat(points, k, axis=0), axis=1).reshape(-1, k).min(1)
-
-
-def chamfer(shape: af.Shape, mesh: trimesh.Trimesh, mesh_pts: np.ndarray, true_pts: np.ndarray):
-    """Symmetric Chamfer-L1 with exact distances (no sampling bias): mesh points -> true surface by
-    the analytic SDF, true points -> mesh by point-triangle distance. Returns (mean, 99th pct)."""
-    d_mt = np.abs(shape.sdf(torch.as_tensor(mesh_pts)).numpy())
-    d_tm = distance_to_mesh(true_pts, mesh)
-    return 0.5 * (d_mt.mean() + d_tm.mean()), float(np.percentile(np.concatenate([d_mt, d_tm]), 99))
-
-
 def measure(shape: af.Shape, mesh: trimesh.Trimesh, albedo_np=af.octant_albedo_np) -> dict:
-    pts, nrm, uv = sample_mesh(mesh, N_SAMPLES, seed=1)
-    true_pts, true_nrm = shape.sample_surface(N_SAMPLES, 2)
-    cd, cd99 = chamfer(shape, mesh, pts, true_pts)
-    # Normal consistency: mesh normal at each true point's nearest mesh sample vs the analytic normal.
-    _, j = cKDTree(pts).query(true_pts)
-    nc = float(np.mean(np.sum(nrm[j] * true_nrm, axis=1)))
+    """Geometry by engine.mesh.metrics (the one implementation the benchmark and shape scores use),
+    colour by looking the written texture up at area-uniform samples of the written mesh."""
+    ref = metrics.reference_from_samples(shape.sdf, *shape.sample_surface(N_SAMPLES, 2))
+    v, f = np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
+    pts, nrm, fid, bary = metrics.sample_surface(v, f, N_SAMPLES, seed=1)
+    cd, cd99 = metrics.chamfer(v, f, ref, pts)
+    nc = metrics.normal_consistency(pts, nrm, ref)
+    uv = np.einsum("nk,nkd->nd", bary, mesh.visual.uv[f[fid]])
     image = np.asarray(mesh.visual.material.baseColorTexture.convert("RGB"))
     err = np.abs(lookup_texture(image, uv) - albedo_np(pts))
     welded = mesh.copy()
     welded.merge_vertices(merge_tex=True, merge_norm=True)
     return dict(chamfer=cd, chamfer99=cd99, normal_consistency=nc, color_mae=float(err.mean()),
                 color_bad=float(np.mean(err.max(1) > 0.2)), volume=float(mesh.volume),
+                near_fraction=metrics.near_fraction(ref, pts, H),
                 watertight=bool(welded.is_watertight), image=image, uv=mesh.visual.uv)
 
 
@@ -140,6 +117,7 @@ def test_surface_matches_analytic_shape(exports, name):
     # Normal consistency (mean dot of mesh and analytic normals): measured > 0.998 for sphere and
     # torus, 0.985 for the box (its rounded edges). Inward normals give about -1, noise about 0.
     assert m["normal_consistency"] > (0.97 if name == "box" else 0.99)
+    assert m["near_fraction"] > 0.99  # all of the surface within a voxel of the truth
     # Volume within 1% of analytic (measured <= 0.3%); a half-voxel offset of the surface is ~5%.
     # Positive volume also means outward orientation.
     assert abs(m["volume"] - shape.volume) / shape.volume < 0.01
@@ -209,6 +187,30 @@ def test_result_and_texture_file(exports):
     assert 0.3 < res.texture_coverage < 1.0
     for stage in ("density", "surface", "clean", "uv", "rasterize", "albedo", "dilate", "write", "total"):
         assert res.timings[stage] >= 0
+
+
+# ---- the metrics themselves (engine.mesh.metrics) -------------------------------------------------
+def test_metrics_on_known_offsets():
+    """A sphere mesh of radius r+d scored against radius r: Chamfer = d, normals agree, the near
+    fraction drops to 0 once d exceeds the voxel; flipped faces give normal consistency -1; the
+    SDF-only reference (marching cubes + projection) agrees with the analytic sampler."""
+    from skimage.measure import marching_cubes
+    true = af.sphere(radius=0.5)
+    ref = metrics.reference_from_samples(true.sdf, *true.sample_surface(4000, 0))
+    ax = np.linspace(-1, 1, 64)
+    g = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1)
+    for d in (0.0, 0.05):
+        v, f, _, _ = marching_cubes(np.linalg.norm(g, axis=-1) - 0.5 - d, 0.0, spacing=(ax[1] - ax[0],) * 3)
+        v = v - 1.0  # scikit-image winds an SDF's (negative inside) level set outward
+        s = metrics.surface_scores(v, f, ref, voxel=0.02, n=4000)
+        assert abs(s.chamfer - d) < 0.004 and s.normal_consistency > 0.99
+        assert s.near_fraction == (1.0 if d == 0 else 0.0)
+        assert metrics.surface_scores(v, f[:, [0, 2, 1]], ref, n=4000).normal_consistency < -0.99
+    ref2 = metrics.reference_from_sdf(true.sdf, n=4000, resolution=48, exact_sdf=False)
+    assert np.abs(np.linalg.norm(ref2.points, axis=1) - 0.5).max() < 1e-4
+    assert np.mean(np.sum(ref2.normals * ref2.points / 0.5, axis=1)) > 0.9999
+    s2 = metrics.surface_scores(v, f, ref2, voxel=0.02, n=4000)
+    assert abs(s2.chamfer - 0.05) < 0.004
 
 
 # ---- robustness -----------------------------------------------------------------------------------

@@ -150,3 +150,34 @@ def test_random_background_replaces_the_learned_one(tiny_pixel_model, tmp_path):
     assert len(colours) == 5  # a new colour each step
     trainer.cfg.random_background = 0.0
     assert trainer.training_background() is trainer.background
+
+
+def test_orientation_averaged_over_nonempty_rays():
+    """threestudio's form: the same penalty divided by the rays that hit something (opacity > 0.01)
+    rather than by every pixel, so it does not shrink when the object is small in frame."""
+    from engine import losses
+    from engine.cameras import make_cameras
+    from engine.field import NeRFField, SolidBackground
+    from engine.render import render
+
+    torch.manual_seed(0)
+    field = NeRFField(hash_levels=4, hash_log2_table=12)
+    cams = make_cameras(30.0, 20.0, 2.0, 0.4)  # wide view: many rays see only empty space
+    out = render(field, SolidBackground(torch.ones(3)), cams, 16, 16, shading="shaded",
+                 light_positions=cams.origins.clone(), perturb=False)
+    nonempty = int((out.opacity > losses.NONEMPTY_OPACITY).sum())
+    assert 0 < nonempty < out.opacity.numel()
+    per_pixel = losses.orientation_loss(out)
+    torch.testing.assert_close(losses.orientation_loss(out, average="nonempty_rays"), per_pixel * out.opacity.numel() / nonempty)
+    with pytest.raises(ValueError):
+        losses.orientation_loss(out, average="pixels")
+
+
+def test_run_folders_from_before_the_recipe_resume_as_they_ran():
+    old = {k: v for k, v in JobConfig(prompt="a mug").to_json().items()
+           if k not in ("hash_level_fraction", "random_background", "background_lr_scale", "uniform_sphere_rate",
+                        "view_embedding", "perp_neg", "orientation_average")}
+    cfg = JobConfig.from_json(old)
+    assert (cfg.hash_level_fraction, cfg.random_background, cfg.uniform_sphere_rate, cfg.view_embedding, cfg.perp_neg,
+            cfg.orientation_average) == (1.0, 0.0, 0.0, "labels", False, "all_rays")
+    assert JobConfig.from_json(JobConfig(prompt="a mug").to_json()) == JobConfig(prompt="a mug")
