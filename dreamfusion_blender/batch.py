@@ -46,9 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class PromptsFileError(Exception):
+    """The prompts file cannot be used; the message says which line and why."""
+
+
 def read_prompts(path: str) -> list[str]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise PromptsFileError(f"cannot read the prompts file {path}: {exc.strerror or exc}") from exc
+    prompts = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        try:
+            text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise PromptsFileError(f"{path}, line {number}: not UTF-8 text (byte {line[exc.start]:#04x} at column "
+                                   f"{exc.start + 1}); save the file as UTF-8") from None
+        if text.strip() and not text.lstrip().startswith("#"):
+            prompts.append(text.strip())
+    return prompts
 
 
 def _slug(prompt: str) -> str:
@@ -109,21 +125,26 @@ def main(argv: list[str]) -> int:
     """The CLI entry point (also the register_cli_command callback). Returns the exit code."""
     args = build_parser().parse_args(argv)
     from .jobs import MANAGER
-    from .prefs import settings
 
     if MANAGER.busy:
         print("dreamfusion: a generation is already running in this Blender session", file=sys.stderr)
         return 1
     try:
         prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts)
-    except OSError as exc:
-        print(f"dreamfusion: cannot read the prompts file: {exc}", file=sys.stderr)
+    except PromptsFileError as exc:
+        print(f"dreamfusion: {exc}", file=sys.stderr)
         return 2
     if not prompts:
         print("dreamfusion: no prompts given", file=sys.stderr)
         return 2
     out = Path(args.out).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"dreamfusion: cannot create --out {out}: {exc.strerror or exc}; choose a folder you can write to", file=sys.stderr)
+        return 2
+    from .prefs import settings  # bpy: only once the inputs are known to be usable
+
     python = args.python or settings().python
     failures = 0
     for i, prompt in enumerate(prompts, start=1):

@@ -65,44 +65,49 @@ class GenerateRequest:
     guidance_scale: float | None = None
     texture_size: int | None = None
     mesh_resolution: int | None = None
+    target_faces: int | None = None
     device: str | None = None
     extra: tuple = ()  # further engine flags, e.g. ("--set", "preview_every=10")
 
 
 def _opt(argv: list, flag: str, value) -> None:
+    # FLAG=VALUE, one argv item: a value that starts with "-" (a prompt "--help", a folder "-x") stays a
+    # value; as two items argparse would read it as an option. User text is data, never an option.
     if value not in (None, "", 0):
-        argv += [flag, str(value)]
+        argv.append(f"{flag}={value}")
 
 
 def generate_argv(python: str, req: GenerateRequest) -> list[str]:
-    argv = [str(python), "-m", "engine", "generate", req.prompt, "--out", str(req.out), "--preset", req.preset]
+    argv = [str(python), "-m", "engine", "generate", f"--prompt={req.prompt}", f"--out={req.out}", f"--preset={req.preset}"]
     _opt(argv, "--model", req.model)
     _opt(argv, "--negative-prompt", req.negative_prompt)
     if req.seed is not None:  # 0 is a real seed
-        argv += ["--seed", str(req.seed)]
+        argv.append(f"--seed={req.seed}")
     _opt(argv, "--steps", req.steps)
     if req.guidance_scale is not None and req.guidance_scale > 0:
-        argv += ["--guidance-scale", str(req.guidance_scale)]
+        argv.append(f"--guidance-scale={req.guidance_scale}")
     _opt(argv, "--texture-size", req.texture_size)
     _opt(argv, "--mesh-resolution", req.mesh_resolution)
+    _opt(argv, "--target-faces", req.target_faces)
     _opt(argv, "--device", req.device if req.device != "auto" else None)
     argv += list(req.extra)
     return argv + ["--json-events", "--no-progress"]
 
 
 def resume_argv(python: str, run_dir: str, device: str | None = None) -> list[str]:
-    argv = [str(python), "-m", "engine", "generate", "--resume", str(run_dir)]
+    argv = [str(python), "-m", "engine", "generate", f"--resume={run_dir}"]
     _opt(argv, "--device", device if device != "auto" else None)
     return argv + ["--json-events", "--no-progress"]
 
 
 def export_argv(python: str, run_dir: str, mesh_resolution: int | None = None, texture_size: int | None = None,
-                device: str | None = None) -> list[str]:
-    argv = [str(python), "-m", "engine", "export", str(run_dir)]
+                device: str | None = None, target_faces: int | None = None) -> list[str]:
+    argv = [str(python), "-m", "engine", "export"]
     _opt(argv, "--mesh-resolution", mesh_resolution)
+    _opt(argv, "--target-faces", target_faces)
     _opt(argv, "--texture-size", texture_size)
     _opt(argv, "--device", device if device != "auto" else None)
-    return argv + ["--json-events", "--no-progress"]
+    return argv + ["--json-events", "--no-progress", "--", str(run_dir)]  # after "--": a path, never an option
 
 
 def check_argv(python: str, model: str | None = None, device: str | None = None) -> list[str]:

@@ -20,6 +20,7 @@ EXIT_MEANING = {
     4: "device problem or out of memory",
     5: "mesh export failed",
     6: "disk full",
+    7: "training diverged (non-finite steps)",
     130: "cancelled",
 }
 
@@ -130,7 +131,8 @@ def apply(state: RunState, ev: dict, stderr_tail: str = "") -> RunState:
         state.status = "cancelled"
         state.run_dir = ev.get("run_dir") or state.run_dir
         state.checkpoint = ev.get("checkpoint") or state.checkpoint
-        state.message = f"cancelled at step {ev.get('step')}; the run folder is kept and can be resumed"
+        state.message = (f"cancelled at step {ev.get('step')}; the run folder is kept and can be resumed"
+                         if ev.get("run_dir") else "cancelled before the run started; nothing was written")
     elif kind == "error":
         state.error_kind = ev.get("kind", "error")
         state.run_dir = ev.get("run_dir") or state.run_dir

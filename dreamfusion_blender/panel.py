@@ -32,6 +32,7 @@ class VIEW3D_PT_dreamfusion(bpy.types.Panel):
         col.prop(p, "guidance_scale")
         col.prop(p, "texture_size")
         col.prop(p, "mesh_resolution")
+        col.prop(p, "target_faces")
 
         if MANAGER.busy:
             st = job.state

@@ -23,6 +23,8 @@ class DreamFusionSettings(bpy.types.PropertyGroup):
     texture_size: bpy.props.IntProperty(name="Texture", default=0, min=0, max=8192, description="Texture size in pixels; 0: preset")
     mesh_resolution: bpy.props.IntProperty(name="Mesh resolution", default=0, min=0, max=1024,
                                            description="Marching-cubes grid size; 0: preset")
+    target_faces: bpy.props.IntProperty(name="Max faces", default=0, min=0, max=10_000_000,
+                                        description="Polygon budget of the mesh (decimation target); 0: preset (20k/40k/100k)")
     # Outcome of the last run, kept in the file so Resume / Re-export work after a reload.
     last_run_dir: bpy.props.StringProperty(name="Last run folder", subtype="DIR_PATH")
     last_status: bpy.props.StringProperty(name="Last status")

@@ -29,7 +29,7 @@ def request_from_scene(scene, s: Settings | None = None) -> engine_cli.GenerateR
     return engine_cli.GenerateRequest(
         prompt=p.prompt, negative_prompt=p.negative_prompt, preset=p.preset, seed=p.seed, steps=p.steps or None,
         guidance_scale=p.guidance_scale or None, texture_size=p.texture_size or None,
-        mesh_resolution=p.mesh_resolution or None, model=s.model, device=s.device, out=s.output_dir, extra=s.extra,
+        mesh_resolution=p.mesh_resolution or None, target_faces=p.target_faces or None, model=s.model, device=s.device, out=s.output_dir, extra=s.extra,
     )
 
 
@@ -56,7 +56,8 @@ def start_resume(scene, run_dir: str) -> Job:
 
 def start_export(scene, run_dir: str) -> Job:
     s, p = settings(), scene.dreamfusion
-    argv = engine_cli.export_argv(s.python, run_dir, p.mesh_resolution or None, p.texture_size or None, s.device)
+    argv = engine_cli.export_argv(s.python, run_dir, p.mesh_resolution or None, p.texture_size or None, s.device,
+                                  p.target_faces or None)
     return _start("export", argv, run_dir, scene)
 
 

@@ -8,17 +8,18 @@ with the traceback in the run's log.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-import time
 import traceback
 from pathlib import Path
 
 from . import __version__
+from .cancel import CancelFlag
 from .config import PRESETS, build_config, parse_set_option, validate
 from .errors import Cancelled, ConfigError, EngineError
-from .protocol import EventStream
+from .protocol import EventStream, claim_stdout_fd
 
 log = logging.getLogger("engine")
 
@@ -35,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="optimise a NeRF for a prompt and export a textured mesh")
     g.add_argument("prompt", nargs="?", help="what to make, e.g. \"a ceramic mug\"")
-    g.add_argument("--out", default="runs", help="folder that receives the run folder (default: ./runs)")
+    g.add_argument("--prompt", dest="prompt_opt", metavar="PROMPT",
+                   help="the prompt as an option; --prompt=TEXT also takes text that starts with '-'")
+    g.add_argument("--out", help="folder that receives the run folder (default: ./runs)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue a cancelled or crashed run from its last checkpoint")
     g.add_argument("--preset", choices=sorted(PRESETS), default=None, help="draft | standard (default) | high")
     g.add_argument("--model", help="diffusers model: hub id, local folder, or builtin:shapes")
@@ -50,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--samples-per-ray", type=int)
     g.add_argument("--texture-size", type=int)
     g.add_argument("--mesh-resolution", type=int)
+    g.add_argument("--target-faces", type=int, help="polygon budget of the mesh (preset default: 20k/40k/100k)")
     g.add_argument("--no-export", action="store_true", help="stop after training (export later with `export`)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config field (see config.py)")
     _add_common(g)
@@ -58,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--mesh-resolution", type=int)
     e.add_argument("--texture-size", type=int)
-    e.add_argument("--iso", type=float, help="density iso-level (default: the exporter's)")
+    e.add_argument("--iso", type=float, help="density iso-level (default: automatic, matching the rendered opacity)")
+    e.add_argument("--target-faces", type=int, help="polygon budget of the mesh (default: the run's)")
     e.add_argument("--obj", action="store_true", help="also write OBJ + MTL + PNG")
     e.add_argument("--out", help="export folder (default: RUN_DIR/export-<time>)")
     e.add_argument("--device", default="auto")
@@ -89,59 +94,120 @@ def _setup_logging(run_dir: Path | None, quiet: bool) -> None:
         log.addHandler(fh)
 
 
-def cmd_generate(args, events: EventStream) -> int:
-    from . import runfolder
-    from .guidance import Guidance, pick_device, pick_dtype
+def _log_to_file(level: int, msg: str) -> None:
+    """Into log.txt only: what is also printed on stderr must not appear there twice."""
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(log.makeRecord(log.name, level, __file__, 0, msg, None, None))
 
+
+# What --resume may change: how long to train, where to run it, and export-time settings. Everything
+# else defines the optimisation so far; changing it silently would make a different run.
+RESUME_MAY_CHANGE = ("steps", "device", "dtype", "offline", "mesh_resolution", "texture_size", "iso", "target_faces",
+                     "export_obj", "export_at_end", "preview_every", "preview_views", "checkpoint_every")
+
+
+def apply_resume_overrides(cfg, overrides: dict, args, checkpoint_step: int) -> dict:
+    """Apply what a resume may change, refuse (listing them) the flags it would otherwise ignore.
+    Returns {setting: (old, new)} for config.json and the log."""
+    refused = []
+    for key, value in overrides.items():
+        if value is None or key in RESUME_MAY_CHANGE:
+            continue
+        current = getattr(cfg, key)
+        if (value.strip() if isinstance(value, str) else value) != current:
+            refused.append(f"{key} (run: {current!r}, given: {value!r})")
+    if args.preset is not None and args.preset != cfg.preset:
+        refused.append(f"preset (run: {cfg.preset!r}, given: {args.preset!r})")
+    if args.out is not None:
+        refused.append(f"--out (the run stays in {args.resume})")
+    if refused:
+        raise ConfigError(
+            "--resume continues a run as it was started and will not change: " + "; ".join(refused)
+            + f". Drop these flags, or start a new run to change them (a resume may change: {', '.join(RESUME_MAY_CHANGE)})"
+        )
+    changed = {k: (getattr(cfg, k), overrides[k]) for k in RESUME_MAY_CHANGE
+               if overrides.get(k) is not None and overrides[k] != getattr(cfg, k)}
+    for key, (_, new) in changed.items():
+        setattr(cfg, key, new)
+    validate(cfg)
+    if cfg.steps < checkpoint_step:
+        raise ConfigError(f"--steps {cfg.steps} is below the checkpoint's step {checkpoint_step}; give at least "
+                          f"{checkpoint_step} (equal: no more training, just the export)")
+    return changed
+
+
+def warn_unknown_words(tokenizer, prompt: str, events: EventStream) -> None:
+    """Small word-level vocabularies (builtin:shapes) map unknown words to one [UNK] token: say so."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return
+    unknown = [w for w in prompt.split() if (ids := tokenizer(w, add_special_tokens=False)["input_ids"]) and set(ids) == {unk}]
+    if not unknown:
+        return
+    if len(unknown) == len(prompt.split()):
+        msg = (f"the model knows none of the words in the prompt {prompt!r}: it will see only unknown-word tokens, and "
+               "the result will not follow the prompt. Use words from the model's vocabulary (builtin:shapes: docs/PRIOR.md)")
+    else:
+        msg = f"the model does not know these words of the prompt, which it will not follow: {', '.join(unknown)}"
+    log.warning("%s", msg)
+    events.emit("warning", message=msg)
+
+
+def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
+    from . import runfolder
+    from .guidance import pick_device, pick_dtype
+
+    if args.prompt is not None and args.prompt_opt is not None:
+        raise ConfigError("give the prompt once: either as an argument or with --prompt")
+    prompt = args.prompt if args.prompt is not None else args.prompt_opt
     overrides = dict(
-        prompt=args.prompt, model=args.model, negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps,
+        prompt=prompt, model=args.model, negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps,
         guidance_scale=args.guidance_scale, device=args.device, dtype=args.dtype, offline=args.offline,
         render_resolution=args.render_resolution, samples_per_ray=args.samples_per_ray, texture_size=args.texture_size,
-        mesh_resolution=args.mesh_resolution,
+        mesh_resolution=args.mesh_resolution, target_faces=args.target_faces,
     )
     overrides.update(dict(parse_set_option(item) for item in args.set))
-    state = None
+    # Every check on the user's input happens here, before the model loads and before any folder exists.
+    state, changed = None, {}
     if args.resume:
         run_dir = Path(args.resume)
         cfg = runfolder.load_run_config(run_dir)
         state = runfolder.load_checkpoint(run_dir)  # fail before loading a model if there is nothing to resume
-        for key in ("steps", "device", "dtype", "offline"):  # what may change on resume
-            if overrides.get(key) is not None:
-                setattr(cfg, key, overrides[key])
-        validate(cfg)
-        runfolder.clear_cancel(run_dir)
+        changed = apply_resume_overrides(cfg, overrides, args, int(state["step"]))
     else:
-        if args.prompt is None:
+        if prompt is None:
             raise ConfigError("give a prompt, e.g. python -m engine generate \"a ceramic mug\", or --resume RUN_DIR")
         cfg = build_config(args.preset or "standard", **{k: v for k, v in overrides.items()})
+        runfolder.check_writable_parent(Path(args.out or "runs"))
         run_dir = None
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device)
     # Load the model before creating a run folder: a missing or broken model leaves nothing behind.
     events.emit("progress", stage="load", step=0, total=1, loss=None, elapsed_s=0.0, eta_s=None)
-    try:
-        guidance = Guidance(cfg.model, device, dtype, offline=cfg.offline)
-    except RuntimeError as exc:
-        from .errors import OutOfMemory
-        from .train import OOM_ADVICE, is_oom
-
-        if is_oom(exc):
-            raise OutOfMemory(OOM_ADVICE) from exc
-        raise
+    guidance = load_guidance(cfg, device, dtype, cancel, events, run_dir, state)
+    warn_unknown_words(guidance.tokenizer, cfg.prompt, events)
     if run_dir is None:
         from .recipe import resolve
 
         resolve(cfg, guidance.family, guidance.recommended, explicit={k for k, v in overrides.items() if v is not None})
-        run_dir = runfolder.create_run_dir(Path(args.out), cfg.prompt)
+        run_dir = runfolder.create_run_dir(Path(args.out or "runs"), cfg.prompt)
         cfg.save(run_dir / runfolder.CONFIG)
+    else:
+        runfolder.clear_cancel(run_dir)  # resuming means the user wants the run to go on
+        if changed:
+            runfolder.save_run_config(run_dir, cfg)
     events.attach(run_dir / runfolder.EVENTS)
     _setup_logging(run_dir, quiet=args.no_progress)
     events.emit("start", run_dir=run_dir, config=cfg.to_json(), engine_version=__version__, device=str(device),
                 resumed_from=None if state is None else int(state["step"]))
+    if changed:
+        log.info("resume changed %s", ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
     log.info("run folder %s, device %s, dtype %s, model %s (%s)", run_dir, device, dtype, cfg.model, guidance.family)
     from .train import Trainer
 
     trainer = Trainer(cfg, run_dir, events, guidance, device, progress_bar=not args.no_progress)
+    trainer.cancel = cancel  # one flag from load to the end of export
     if state is not None:
         trainer.load_state_dict(state)
         log.info("resumed at step %d/%d", trainer.step, cfg.steps)
@@ -151,36 +217,63 @@ def cmd_generate(args, events: EventStream) -> int:
     if cfg.export_at_end and not args.no_export:
         from .export_run import export_run
 
-        del guidance  # free the diffusion model's memory before the export grid
+        del guidance  # free the diffusion model's memory before the export
         trainer.guidance = None
-        asset = export_run(run_dir, cfg, events, device, field=trainer.field, progress=not args.no_progress)
+        asset = export_run(run_dir, cfg, events, device, progress=not args.no_progress, cancel=cancel)
     events.emit("done", run_dir=run_dir, asset=asset, checkpoint=checkpoint)
     print(f"done: {asset.get('glb', checkpoint)}", file=sys.stderr)
     return 0
 
 
-def cmd_export(args, events: EventStream) -> int:
+def load_guidance(cfg, device, dtype, cancel: CancelFlag, events: EventStream, run_dir: Path | None, state: dict | None):
+    """The diffusion model, loaded so that a signal stops it at once (nothing has been written yet)."""
     from . import runfolder
-    from .export_run import export_run
+    from .guidance import Guidance
+
+    try:
+        with cancel.interruptible():
+            return Guidance(cfg.model, device, dtype, offline=cfg.offline)
+    except Cancelled:
+        # A new run has no folder yet; a resumed one keeps its folder and checkpoint untouched.
+        events.emit("cancelled", run_dir=run_dir, step=None if state is None else int(state["step"]),
+                    checkpoint=None if run_dir is None else run_dir / runfolder.CHECKPOINT)
+        raise
+    except RuntimeError as exc:
+        from .errors import OutOfMemory
+        from .train import OOM_ADVICE, is_oom
+
+        if is_oom(exc):
+            raise OutOfMemory(OOM_ADVICE) from exc
+        raise
+
+
+def cmd_export(args, events: EventStream, cancel: CancelFlag) -> int:
+    from . import runfolder
+    from .export_run import check_out_dir, export_run
     from .guidance import pick_device
 
     run_dir = Path(args.run_dir)
     cfg = runfolder.load_run_config(run_dir)
-    for key, value in (("mesh_resolution", args.mesh_resolution), ("texture_size", args.texture_size), ("iso", args.iso)):
+    for key, value in (("mesh_resolution", args.mesh_resolution), ("texture_size", args.texture_size), ("iso", args.iso),
+                       ("target_faces", args.target_faces)):
         if value is not None:
             setattr(cfg, key, value)
     cfg.export_obj = cfg.export_obj or args.obj
     validate(cfg)
+    out_dir = check_out_dir(Path(args.out)) if args.out else None
+    device = pick_device(args.device)
+    if not (run_dir / runfolder.CHECKPOINT).is_file():
+        raise runfolder.RunFolderError(f"no checkpoint in {run_dir} ({runfolder.CHECKPOINT} is missing): nothing to export")
+    runfolder.clear_cancel(run_dir)  # a CANCEL left by an earlier cancelled run is not meant for this export
     events.attach(run_dir / runfolder.EVENTS)
     _setup_logging(run_dir, quiet=args.no_progress)
-    device = pick_device(args.device)
-    asset = export_run(run_dir, cfg, events, device, out_dir=Path(args.out) if args.out else None, progress=not args.no_progress)
+    asset = export_run(run_dir, cfg, events, device, out_dir=out_dir, progress=not args.no_progress, cancel=cancel)
     events.emit("done", run_dir=run_dir, asset=asset, checkpoint=run_dir / runfolder.CHECKPOINT)
     print(f"done: {asset['glb']}", file=sys.stderr)
     return 0
 
 
-def cmd_check(args, events: EventStream) -> int:
+def cmd_check(args, events: EventStream, cancel: CancelFlag) -> int:
     import torch
 
     from .guidance import pick_device, resolve_model
@@ -208,30 +301,43 @@ def cmd_check(args, events: EventStream) -> int:
     return 0 if ok else 2
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, claim_fd: bool = False) -> int:
+    """Run one command; returns the exit code. ``claim_fd`` (the ``python -m engine`` process only):
+    with --json-events, file descriptor 1 carries events alone (see protocol.claim_stdout_fd)."""
     args = build_parser().parse_args(argv)
-    events = EventStream(to_stdout=args.json_events)
-    from .batch.cli import cmd_batch
+    events = EventStream(to_stdout=args.json_events, stream=claim_stdout_fd() if claim_fd and args.json_events else None)
+    cancel = CancelFlag()
+    if args.command == "batch":  # the batch driver has its own signal handling (engine/batch/local.py)
+        from .batch.cli import cmd_batch
 
-    handlers = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check, "batch": cmd_batch}
+        def handler(args, events, cancel):
+            return cmd_batch(args, events)
+    else:
+        handler = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check}[args.command]
+        cancel.install()  # held until the last event: the cancel contract covers every stage
     try:
-        return handlers[args.command](args, events)
+        # With --json-events, stdout is the event stream: whatever else Python code prints goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr) if args.json_events else contextlib.nullcontext():
+            return handler(args, events, cancel)
     except Cancelled as exc:
         print(f"cancelled: {exc}", file=sys.stderr)
+        _log_to_file(logging.INFO, f"cancelled: {exc}")
         return exc.exit_code
     except EngineError as exc:
         events.emit("error", kind=exc.kind, message=str(exc), run_dir=events.run_dir)
         print(f"error: {exc}", file=sys.stderr)
-        log.error("%s", exc)
+        _log_to_file(logging.ERROR, str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
-        events.emit("error", kind="cancelled", message="interrupted before the run started; nothing was written", run_dir=None)
-        return 130
+    except KeyboardInterrupt:  # a signal in the instant before the handlers were installed
+        events.emit("cancelled", run_dir=None, step=None, checkpoint=None)
+        print("cancelled before the run started; nothing was written", file=sys.stderr)
+        return Cancelled.exit_code
     except Exception as exc:  # an engine bug: say so, keep the traceback in the log
-        log.error("unexpected error:\n%s", traceback.format_exc())
+        text = traceback.format_exc()
+        _log_to_file(logging.ERROR, f"unexpected error:\n{text}")
         events.emit("error", kind="error", message=f"unexpected engine error: {type(exc).__name__}: {exc}", run_dir=events.run_dir)
-        print(traceback.format_exc(), file=sys.stderr)
+        print(text, file=sys.stderr)
         return 1
     finally:
+        cancel.restore()
         events.close()
-        time.sleep(0)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import schedule
 from .errors import ConfigError
 
+MAX_SEED = 2**63 - 1  # torch and numpy seed with 64-bit integers
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
 MAX_PROMPT_CHARS = 300  # CLIP sees 77 tokens; far longer text is a mistake (a pasted file), not a prompt.
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 
@@ -95,7 +99,8 @@ class JobConfig:
     checkpoint_every: int = 250
     mesh_resolution: int = 256
     texture_size: int = 1024
-    iso: float | None = None  # None: the exporter's documented default
+    iso: float | None = None  # None: automatic, from the rendered opacity (engine/mesh/iso.py)
+    target_faces: int | None = 40_000  # polygon budget of the exported mesh (None: no decimation)
     export_obj: bool = False
     export_at_end: bool = True
 
@@ -125,11 +130,11 @@ ADDED_WITH_RECIPE = dict(
 # with Stable Diffusion in fp16; "high" follows the paper's 15k steps.
 PRESETS: dict[str, dict] = {
     "draft": dict(steps=1500, render_resolution=64, samples_per_ray=48, hash_log2_table=15,
-                  mesh_resolution=128, texture_size=512, preview_every=100, checkpoint_every=250),
+                  mesh_resolution=128, texture_size=512, target_faces=20_000, preview_every=100, checkpoint_every=250),
     "standard": dict(steps=5000, render_resolution=64, samples_per_ray=64, hash_log2_table=16,
-                     mesh_resolution=256, texture_size=1024, preview_every=250, checkpoint_every=500),
+                     mesh_resolution=256, texture_size=1024, target_faces=40_000, preview_every=250, checkpoint_every=500),
     "high": dict(steps=15000, render_resolution=128, samples_per_ray=96, hash_log2_table=19, hash_levels=16,
-                 mesh_resolution=384, texture_size=2048, preview_every=500, checkpoint_every=1000),
+                 mesh_resolution=384, texture_size=2048, target_faces=100_000, preview_every=500, checkpoint_every=1000),
 }
 
 
@@ -180,8 +185,40 @@ def parse_set_option(item: str) -> tuple[str, object]:
         raise ConfigError(f"--set {key}: cannot read {raw!r} as {type(default).__name__}") from None
 
 
+def check_device_name(device) -> None:
+    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+
+
+def _check_types(cfg: JobConfig) -> None:
+    """Each field has its default's type (a hand-edited config.json or a model's defaults can hold
+    anything); numbers must be finite (NaN passes every `<` check, inf most of them)."""
+    for f in dataclasses.fields(cfg):
+        value, default = getattr(cfg, f.name), f.default
+        if f.name in SCHEDULE_FIELDS:  # a number or a schedule's text (checked by validate_recipe_settings)
+            ok = isinstance(value, (int, float, str)) and not isinstance(value, bool)
+            want = "a number or a schedule START->END@FROM:TO"
+        elif default is None:  # optional numbers: guidance_scale, iso
+            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+            want = "a number or none"
+        elif isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+        elif isinstance(default, float):
+            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        else:
+            ok, want = isinstance(value, str), "text"
+        if not ok:
+            raise ConfigError(f"setting {f.name} must be {want}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"setting {f.name} must be a finite number, got {value!r}")
+
+
 def validate(cfg: JobConfig) -> None:
-    """Raise ConfigError with a message naming the setting and what to do."""
+    """Raise ConfigError with a message naming the setting and what to do. Runs before the model
+    loads and before any folder is made, so bad input never costs a run or leaves a folder behind."""
+    _check_types(cfg)
     prompt = (cfg.prompt or "").strip()
     if not prompt:
         raise ConfigError("the prompt is empty: describe the object to make, e.g. \"a ceramic mug\"")
@@ -192,16 +229,28 @@ def validate(cfg: JobConfig) -> None:
         )
     if len(cfg.negative_prompt) > MAX_PROMPT_CHARS:
         raise ConfigError(f"the negative prompt is longer than {MAX_PROMPT_CHARS} characters")
+    for name, text in (("prompt", prompt), ("negative prompt", cfg.negative_prompt)):
+        bad = sorted({repr(c) for c in text if not c.isprintable() and c not in " \t"})
+        if bad:
+            raise ConfigError(f"the {name} contains control characters ({', '.join(bad)}); type plain text")
     cfg.prompt = prompt
 
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise ConfigError(msg)
 
+    need(cfg.preset in PRESETS, f"unknown preset {cfg.preset!r}: choose one of {', '.join(PRESETS)}")
+    need(0 <= cfg.seed <= MAX_SEED, f"seed must be a whole number from 0 to 2**63-1, got {cfg.seed}")
+
     need(cfg.steps > 0, f"steps must be a positive number of optimisation steps, got {cfg.steps}")
     need(cfg.steps <= 1_000_000, f"steps={cfg.steps} is far beyond any useful run (the paper used 15000)")
     need(cfg.batch_size >= 1, "batch_size must be at least 1")
-    need(cfg.lr > 0, "lr must be positive")
+    need(cfg.lr > 0 and cfg.mlp_lr_scale > 0, "lr and mlp_lr_scale must be positive")
+    need(cfg.iso is None or cfg.iso > 0, f"iso (the surface's density level) must be positive, got {cfg.iso}")
+    need(cfg.bound > 0 and cfg.blob_radius > 0, "bound and blob_radius must be positive")
+    need(1 <= cfg.hidden_dim <= 1024, "hidden_dim must be between 1 and 1024")
+    need(cfg.albedo_warmup >= 0, "albedo_warmup must be >= 0")
+    need(-90 <= cfg.overhead_elevation <= 90, "overhead_elevation must lie in [-90, 90] degrees")
     need(cfg.guidance_scale is None or cfg.guidance_scale >= 0, "guidance scale must be >= 0 (the paper used 100)")
     need(16 <= cfg.render_resolution <= 1024, "render resolution must be between 16 and 1024 pixels")
     need(4 <= cfg.samples_per_ray <= 1024, "samples per ray must be between 4 and 1024")
@@ -219,8 +268,9 @@ def validate(cfg: JobConfig) -> None:
     need(1 <= cfg.preview_views <= 16, "preview_views must be between 1 and 16")
     need(32 <= cfg.mesh_resolution <= 1024, "mesh resolution must be between 32 and 1024 (128-512 is typical)")
     need(64 <= cfg.texture_size <= 8192, "texture size must be between 64 and 8192 pixels")
-    need(cfg.device == "auto" or cfg.device in ("cpu", "mps") or cfg.device.startswith("cuda"),
-         f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
+    need(cfg.target_faces is None or (type(cfg.target_faces) is int and 100 <= cfg.target_faces <= 10_000_000),
+         f"target_faces must be a whole number of triangles between 100 and 10000000 (or none: no decimation), got {cfg.target_faces!r}")
+    check_device_name(cfg.device)
     need(cfg.dtype in ("auto", "fp32", "fp16", "bf16"), f"dtype must be auto, fp32, fp16 or bf16, got {cfg.dtype!r}")
     need(bool(cfg.model.strip()), "no model given: pass --model with a hub id, a local folder or builtin:shapes")
 
@@ -245,7 +295,6 @@ def validate_recipe_settings(cfg: JobConfig, need) -> None:
     points = sorted({f for r in ratios for f in r.breakpoints})
     need(all(sum(r.at_fraction(f) for r in ratios) > 0 for f in points),
          "shading ratios must be >= 0 and not all zero at any point of the run")
-    need(cfg.albedo_warmup >= 0, "albedo_warmup is a number of steps, >= 0")
     schedule.check_range(cfg.hash_level_fraction, "hash_level_fraction", 0.0, 1.0, lo_open=True)
     schedule.check_range(cfg.orientation_weight, "orientation_weight", 0.0)
     schedule.check_range(cfg.opacity_weight, "opacity_weight", 0.0)
@@ -253,7 +302,7 @@ def validate_recipe_settings(cfg: JobConfig, need) -> None:
          f"orientation_average must be one of {', '.join(ORIENTATION_AVERAGES)}, got {cfg.orientation_average!r}")
     need(0.0 <= cfg.random_background <= 1.0, f"random_background is a share of steps in [0, 1], got {cfg.random_background}")
     need(0.0 <= cfg.uniform_sphere_rate <= 1.0, f"uniform_sphere_rate is a share of cameras in [0, 1], got {cfg.uniform_sphere_rate}")
-    need(cfg.mlp_lr_scale > 0 and cfg.background_lr_scale > 0, "mlp_lr_scale and background_lr_scale must be positive")
+    need(cfg.background_lr_scale > 0, f"background_lr_scale must be positive, got {cfg.background_lr_scale}")
     need(cfg.view_embedding in VIEW_EMBEDDINGS,
          f"view_embedding must be one of {', '.join(VIEW_EMBEDDINGS)}, got {cfg.view_embedding!r}")
     need(isinstance(cfg.perp_neg, bool), f"perp_neg must be true or false, got {cfg.perp_neg!r}")

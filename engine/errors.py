@@ -55,6 +55,13 @@ class DiskFull(EngineError):
     exit_code = 6
 
 
+class TrainingDiverged(EngineError):
+    """Many steps in a row had a non-finite loss or gradient; every one was skipped, the checkpoint is good."""
+
+    kind = "nonfinite"
+    exit_code = 7
+
+
 class Cancelled(EngineError):
     """The user cancelled; the last checkpoint has been saved."""
 

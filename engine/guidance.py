@@ -77,6 +77,9 @@ def is_offline(requested: bool) -> bool:
 
 
 def pick_device(requested: str) -> torch.device:
+    from .config import check_device_name
+
+    check_device_name(requested)  # a clear input error for e.g. "banana", not torch's RuntimeError
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -116,6 +119,11 @@ def _load_component(loader, source: ModelSource, subfolder: str, offline: bool, 
         return loader(source.path, subfolder=subfolder, local_files_only=offline, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         text = str(exc)
+        if "custom code" in text or "trust_remote_code" in text:
+            raise ModelError(
+                f"{source.name}: {subfolder}/ needs custom Python code to load; the engine never runs code from a "
+                "model folder. Use a standard diffusers model"
+            ) from exc
         if "safetensors" in text.lower() and ("not found" in text.lower() or "no file" in text.lower() or "could not find" in text.lower()):
             raise ModelError(
                 f"{source.name}: {subfolder}/ has no .safetensors weights. For safety the engine only loads safetensors "
@@ -156,6 +164,24 @@ def _read_json(source: ModelSource, rel: str, offline: bool) -> dict | None:
         return None
 
 
+# Config files in which transformers looks for ``auto_map`` (a pointer to Python code in the folder).
+CODE_POINTERS = ("model_index.json", "tokenizer/tokenizer_config.json", "tokenizer/config.json", "text_encoder/config.json",
+                 "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json")
+
+
+def refuse_custom_code(source: ModelSource, offline: bool) -> None:
+    """A model folder is data: refuse one whose configs point at code (``auto_map``) before any loader
+    sees it, with a message that says why, instead of a loader's question or a "corrupt folder"."""
+    for rel in CODE_POINTERS:
+        data = _read_json(source, rel, offline)
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise ModelError(
+                f"{source.name}: {rel} points at custom Python code (auto_map: {json.dumps(data['auto_map'])[:200]}). "
+                "The engine never runs code from a model folder; use a standard diffusers model (plain CLIP/T5 "
+                "tokenizer and text encoder) or remove auto_map if the standard classes suffice"
+            )
+
+
 class Guidance:
     """A loaded diffusion model, ready to compute SDS gradients for renders."""
 
@@ -178,10 +204,15 @@ class Guidance:
             raise ModelError(f"text encoder {arch} is not supported; supported: {', '.join(TEXT_ENCODER_CLASSES)}")
         # Per-model recommendations a model folder may carry (the builtin prior does).
         self.recommended = _read_json(self.source, "dreamfusion.json", offline) or {}
+        refuse_custom_code(self.source, offline)
 
         safe = dict(use_safetensors=True)
-        self.tokenizer = _load_component(transformers.AutoTokenizer.from_pretrained, self.source, "tokenizer", offline)
-        self.text_encoder = _load_component(getattr(transformers, arch).from_pretrained, self.source, "text_encoder", offline, **safe)
+        # trust_remote_code=False explicitly: the default makes transformers *ask* on stdout (and run the
+        # code if someone answers y); False makes it refuse without a question.
+        no_code = dict(trust_remote_code=False)
+        self.tokenizer = _load_component(transformers.AutoTokenizer.from_pretrained, self.source, "tokenizer", offline, **no_code)
+        self.text_encoder = _load_component(getattr(transformers, arch).from_pretrained, self.source, "text_encoder", offline,
+                                            **safe, **no_code)
         self.unet = _load_component(UNet2DConditionModel.from_pretrained, self.source, "unet", offline, **safe)
         self.scheduler = _load_component(DDPMScheduler.from_pretrained, self.source, "scheduler", offline)
         self.vae = None

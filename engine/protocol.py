@@ -8,14 +8,22 @@ output (progress bar, log) goes to stderr and ``log.txt`` so it never corrupts t
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
 
 
 def _jsonable(value):
+    """Plain JSON values only: paths as strings, numpy scalars as numbers, NaN/inf as null (strict JSON
+    has no NaN or Infinity; a reader such as JSON.parse would reject the whole line)."""
     if isinstance(value, Path):
         return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -23,9 +31,21 @@ def _jsonable(value):
     return value
 
 
+def claim_stdout_fd():
+    """For a worker process: keep the real stdout (fd 1) for events only and point fd 1 at stderr, so
+    that anything else (a library's print, a C extension, a child process) lands on stderr and never
+    corrupts the event stream. Returns a text stream on the original stdout."""
+    sys.stdout.flush()
+    events_fd = os.dup(1)
+    os.dup2(2, 1)
+    return os.fdopen(events_fd, "w", encoding="utf-8", buffering=1)
+
+
 class EventStream:
-    def __init__(self, to_stdout: bool = False):
+    def __init__(self, to_stdout: bool = False, stream=None):
         self.to_stdout = to_stdout
+        # Bound now: the CLI points sys.stdout at stderr while a command runs (only events on stdout).
+        self._stdout = stream if stream is not None else sys.stdout
         self._file = None
         self.run_dir: Path | None = None
         self._pending: list[str] = []  # events emitted before the run folder exists
@@ -41,10 +61,10 @@ class EventStream:
 
     def emit(self, event: str, **fields) -> dict:
         record = {"event": event, "time": round(time.time(), 3), **_jsonable(fields)}
-        line = json.dumps(record)
+        line = json.dumps(record, allow_nan=False)
         if self.to_stdout:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+            self._stdout.write(line + "\n")
+            self._stdout.flush()
         if self._file is not None:
             try:
                 self._file.write(line + "\n")

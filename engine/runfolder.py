@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
+from .cancel import CANCEL
 from .config import JobConfig
-from .errors import DiskFull, RunFolderError
+from .errors import ConfigError, DiskFull, RunFolderError
 
 CONFIG = "config.json"
 LOG = "log.txt"
 EVENTS = "events.jsonl"
-CANCEL = "CANCEL"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
@@ -29,9 +29,25 @@ def slugify(prompt: str, max_len: int = 40) -> str:
     return (slug[:max_len].rstrip("-")) or "run"
 
 
+def check_writable_parent(path: Path, flag: str = "--out") -> None:
+    """Before any work: ``path`` (to be created, or an existing folder) must be writable, i.e. its
+    nearest existing ancestor is a folder we may write in. Raises ConfigError naming the flag."""
+    path = Path(path).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file, not a folder; choose a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{flag} {path} cannot be created: {probe} is a file, not a folder; choose another {flag}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {probe} is not writable; choose a folder you can write to")
+
+
 def create_run_dir(runs_root: Path, prompt: str) -> Path:
     """A fresh folder ``<slug>-<timestamp>[-n]``; existing folders are never touched."""
     runs_root = Path(runs_root).expanduser()
+    check_writable_parent(runs_root)
     try:
         runs_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -44,6 +60,8 @@ def create_run_dir(runs_root: Path, prompt: str) -> Path:
             path.mkdir()
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise RunFolderError(f"cannot create a run folder in {runs_root}: {exc.strerror}; choose a writable --out") from exc
         (path / "checkpoints").mkdir()
         (path / "previews").mkdir()
         return path
@@ -57,9 +75,28 @@ def load_run_config(run_dir: Path) -> JobConfig:
     import json
 
     try:
-        return JobConfig.from_json(json.loads((run_dir / CONFIG).read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
+        data = json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        return JobConfig.from_json(data)
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"{run_dir / CONFIG} is unreadable: {exc}") from exc
+
+
+def save_run_config(run_dir: Path, cfg: JobConfig) -> None:
+    """Rewrite config.json atomically (a resume records what it changed)."""
+    path = Path(run_dir) / CONFIG
+    tmp = path.with_suffix(".tmp")
+    cfg.save(tmp)
+    os.replace(tmp, path)
+
+
+def checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the run's checkpoint, or None if it has none or it is unreadable."""
+    try:
+        return int(load_checkpoint(run_dir)["step"])
+    except (RunFolderError, KeyError, TypeError, ValueError):
+        return None
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> Path:
@@ -88,10 +125,6 @@ def load_checkpoint(run_dir: Path, map_location="cpu") -> dict:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise RunFolderError(f"the checkpoint {path} is unreadable ({type(exc).__name__}: {exc})") from exc
-
-
-def cancel_requested(run_dir: Path) -> bool:
-    return (Path(run_dir) / CANCEL).exists()
 
 
 def clear_cancel(run_dir: Path) -> None:

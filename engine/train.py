@@ -7,8 +7,6 @@ EngineError after leaving the last checkpoint on disk; the CLI turns that into e
 from __future__ import annotations
 
 import logging
-import math
-import signal
 import time
 from pathlib import Path
 
@@ -16,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__, losses, runfolder, schedule
+from . import __version__, losses, runfolder, schedule, step_guard
+from .cancel import CancelFlag
 from .cameras import orbit_cameras, sample_cameras, sample_light_positions
 from .config import JobConfig
 from .errors import Cancelled, OutOfMemory
@@ -46,28 +45,6 @@ OOM_ADVICE = (
 )
 
 
-class CancelFlag:
-    """Set by SIGINT/SIGTERM; the loop also polls the run folder's CANCEL file."""
-
-    def __init__(self):
-        self.set = False
-        self._old = {}
-
-    def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. inside a test runner thread)
-                pass
-
-    def _handle(self, signum, frame) -> None:
-        self.set = True
-
-    def restore(self) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
 class Trainer:
     def __init__(self, cfg: JobConfig, run_dir: Path, events: EventStream, guidance, device: torch.device,
                  progress_bar: bool = True):
@@ -83,7 +60,8 @@ class Trainer:
         self.background.to(device)
         groups = self.field.param_groups(cfg.lr, cfg.mlp_lr_scale)
         groups.append({"params": list(self.background.parameters()), "lr": cfg.lr * cfg.background_lr_scale, "name": "background"})
-        self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+        self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=step_guard.fused_supported(device))
+        self.guard = step_guard.StepGuard(self.optimizer)  # skips non-finite updates on the device
         self.rng = torch.Generator().manual_seed(cfg.seed)  # cameras, lights, shading choice, SDS t and noise
         self.step = 0
         self.guidance_scale = cfg.guidance_scale if cfg.guidance_scale is not None else guidance.default_guidance_scale()
@@ -173,7 +151,7 @@ class Trainer:
             loss = loss + term
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        self.guard.step(loss)
         self.step += 1
         return {"loss": float(loss.detach()), "sds": float(sds.detach()), "mode": mode, "grad_norm": info["grad_norm"]}
 
@@ -190,6 +168,7 @@ class Trainer:
         for mode in ("albedo", "textureless"):
             imgs = []
             for i in range(len(cams)):  # one view at a time keeps preview memory at one training render
+                self.stop_if_cancelled()  # a preview is many renders: cancel within one of them
                 sub = cams[i]
                 out = render(self.field, self.background, sub, cfg.render_resolution, cfg.samples_per_ray,
                              shading="shaded" if mode == "albedo" else "textureless", light_positions=lights[i:i + 1],
@@ -212,6 +191,13 @@ class Trainer:
         return path
 
     # --- the loop ---------------------------------------------------------------------------------
+    def stop_if_cancelled(self) -> None:
+        """Between steps: on a signal or a CANCEL file, save a checkpoint, say so, and stop."""
+        if self.cancel.requested(self.run_dir):
+            path = self.save_checkpoint()
+            self.events.emit("cancelled", run_dir=self.run_dir, step=self.step, checkpoint=path)
+            raise Cancelled(f"cancelled at step {self.step}/{self.cfg.steps}; resume with --resume {self.run_dir}")
+
     def run(self) -> None:
         cfg = self.cfg
         self.cancel.install()
@@ -224,18 +210,14 @@ class Trainer:
         last_emit = 0.0
         try:
             while self.step < cfg.steps:
-                if self.cancel.set or runfolder.cancel_requested(self.run_dir):
-                    path = self.save_checkpoint()
-                    self.events.emit("cancelled", run_dir=self.run_dir, step=self.step, checkpoint=path)
-                    raise Cancelled(f"cancelled at step {self.step}/{cfg.steps}; resume with --resume {self.run_dir}")
+                self.stop_if_cancelled()
                 try:
                     stats = self.train_step()
                 except RuntimeError as exc:
                     if is_oom(exc):
                         raise OutOfMemory(OOM_ADVICE) from exc
                     raise
-                if not math.isfinite(stats["loss"]):
-                    log.warning("non-finite loss at step %d; skipping", self.step)
+                self.guard.poll(self.step, force=self.step == cfg.steps)
                 now = time.monotonic()
                 elapsed = now - t0
                 rate = (self.step - start_step) / max(elapsed, 1e-9)
@@ -246,7 +228,8 @@ class Trainer:
                 if now - last_emit > 0.25 or self.step == cfg.steps or self.step == start_step + 1:
                     last_emit = now
                     self.events.emit("progress", stage="train", step=self.step, total=cfg.steps, loss=round(stats["loss"], 6),
-                                     elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 1))
+                                     elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 1),
+                                     skipped=self.guard.skipped)
                 if self.step % cfg.preview_every == 0 or self.step == cfg.steps or self.step == start_step + 1:
                     self.write_preview()
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:

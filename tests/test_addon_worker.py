@@ -136,10 +136,10 @@ def test_engine_command_lines():
     req = engine_cli.GenerateRequest(prompt="a mug", out="/o", model="builtin:shapes", preset="draft", seed=0,
                                      steps=None, guidance_scale=None, texture_size=128, device="auto")
     argv = engine_cli.generate_argv("py", req)
-    assert argv[:5] == ["py", "-m", "engine", "generate", "a mug"]
-    assert "--seed" in argv and "--steps" not in argv and "--device" not in argv
+    assert argv[:5] == ["py", "-m", "engine", "generate", "--prompt=a mug"]
+    assert "--seed=0" in argv and not any(a.startswith(("--steps", "--device")) for a in argv)
     assert argv[-2:] == ["--json-events", "--no-progress"]
-    assert engine_cli.resume_argv("py", "/r")[3:6] == ["generate", "--resume", "/r"]
+    assert engine_cli.resume_argv("py", "/r")[3:5] == ["generate", "--resume=/r"]
     env = engine_cli.worker_env({"PYTHONHOME": "/blender/python", "PATH": "/bin"})
     assert "PYTHONHOME" not in env and Path(env["PYTHONPATH"], "engine", "__main__.py").is_file()
 

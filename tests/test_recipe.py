@@ -77,7 +77,7 @@ BEFORE_RECIPE = dict(
     t_min=0.02, t_max=0.98, focal_min=0.7, focal_max=1.35, overhead_elevation=60.0, ambient=0.1, lr=1e-2,
     # the prior's own pins, unchanged
     guidance_scale=20.0, albedo_ratio=0.3, shaded_ratio=0.7, textureless_ratio=0.0, background="white", steps=400,
-    render_resolution=32, samples_per_ray=32, iso=2,
+    render_resolution=32, samples_per_ray=32,
 )
 
 

@@ -3,8 +3,9 @@
     from engine.mesh import ExportSettings, ExportResult, export_field
     result = export_field(field.density, field.albedo, out_dir, ExportSettings(resolution=256))
 
-Pipeline (one module per step): grid (sample density in the bounding sphere) -> surface (marching
-cubes at the iso-level, component filter, decimation, outward orientation, smooth normals) ->
+Pipeline (one module per step): grid (sample density in the bounding sphere, coarse to fine) ->
+iso (surface level from the rendered opacity) -> surface (marching cubes at the iso-level,
+component filter, decimation, outward orientation, smooth normals) -> smooth (Taubin) ->
 uv (xatlas atlas) -> bake (rasterise UV triangles, query albedo, fill seams) -> write (glb/obj/png).
 See docs/EXPORT.md."""
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Callable
 import torch
 
 from ..errors import ExportError
-from . import bake, grid, surface, uv, write
+from . import bake, grid, smooth, surface, uv, write
+from . import iso as iso_mod
 from .progress import STAGE_COST, STAGES, ProgressCallback, Reporter
 from .settings import DEFAULT_ISO, ExportResult, ExportSettings
 
@@ -32,27 +34,34 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
     density_fn: (N,3) float32 world points on ``settings.device`` -> (N,) non-negative density.
     albedo_fn:  (N,3) -> (N,3) colours in [0,1].
     progress_callback(stage, fraction) is called as each stage starts (0), advances and ends (1);
-    stages, in order: ``STAGES`` (density, surface, clean, decimate (only if needed), orient, uv,
-    rasterize, albedo, dilate, write); ``STAGE_COST`` gives each one's rough share of the time.
-    The surface is the level set density = iso (default 10, see ``surface`` / docs/EXPORT.md).
+    stages, in order: ``STAGES`` (density, iso, refine (adaptive sampling), surface, clean, smooth
+    (if on), decimate (only if needed), orient, uv, rasterize, albedo, dilate, write);
+    ``STAGE_COST`` gives each one's rough share of the time. The surface is the level set
+    density = iso: ``settings.iso``, or chosen from the field's rendered opacity (iso.py).
     Raises ExportError (with advice) when the field is empty or fills the bounding sphere."""
     s = settings or ExportSettings()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rep = Reporter(s.progress, progress_callback)
-    iso = s.iso_level
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     was_training = _eval_mode(density_fn, albedo_fn)
     try:
-        g = grid.sample_density(density_fn, s.resolution, s.bound, s.device, s.chunk_size, rep)
+        g, choice, n_queried = _sample_grid(density_fn, s, rep)
+        iso = choice.iso
 
         with rep.stage("surface"):
-            surface.check_occupancy(g, iso, s.bound)
+            surface.check_not_empty(g, iso)
             verts, faces = surface.extract_surface(g, iso, s.bound)
             del g
             n_extracted = len(faces)
         with rep.stage("clean"):
             verts, faces, n_comp, n_kept = surface.keep_components(verts, faces, s.keep_fraction)
+        volume_change = 0.0
+        if s.smooth_iterations > 0:
+            with rep.stage("smooth"):
+                vol0 = surface.signed_volume(verts, faces)
+                verts = smooth.taubin(verts, faces, s.smooth_iterations)
+                volume_change = surface.signed_volume(verts, faces) / vol0 - 1.0 if vol0 else 0.0
         if s.target_faces is not None and len(faces) > s.target_faces:
             with rep.stage("decimate"):
                 verts, faces = surface.decimate(verts, faces, s.target_faces)
@@ -64,7 +73,7 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
             watertight = surface.is_watertight(faces)
 
         with rep.stage("uv"):
-            vmap, uv_faces, uvs = uv.unwrap(verts, faces, s.texture_size, s.texture_padding)
+            vmap, uv_faces, uvs = uv.unwrap(verts, faces, s.texture_size, s.texture_padding, s.atlas)
             verts, normals = verts[vmap], normals[vmap]
 
         image, coverage = bake.bake_albedo(albedo_fn, verts, uv_faces, uvs, s.texture_size, s.device,
@@ -84,9 +93,35 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
         _restore_mode(was_training)
     timings = dict(rep.timings)
     timings["total"] = time.perf_counter() - t_start
+    cpu_timings = dict(rep.cpu_timings)
+    cpu_timings["total"] = time.process_time() - c_start
     return ExportResult(paths=paths, n_vertices=len(verts), n_faces=len(uv_faces), iso=iso, watertight=watertight,
                         timings=timings, n_faces_extracted=n_extracted, n_components=n_comp,
-                        n_components_kept=n_kept, texture_coverage=coverage)
+                        n_components_kept=n_kept, texture_coverage=coverage, iso_method=choice.method,
+                        iso_silhouette_iou=choice.silhouette_iou, points_queried=n_queried,
+                        volume_change=volume_change, cpu_timings=cpu_timings)
+
+
+def _sample_grid(density_fn, s: ExportSettings, rep: Reporter):
+    """The fine density grid and the surface level: dense, or coarse -> level -> fine near the
+    surface (grid.py). The occupancy checks run on the first grid, before the expensive part."""
+    dense = s.sampling == "dense" or grid.coarse_resolution(s.resolution) >= s.resolution
+    first = grid.sample_density(density_fn, s.resolution if dense else grid.coarse_resolution(s.resolution),
+                                s.bound, s.device, s.chunk_size, rep)
+    n_queried = grid.points_inside(first.shape[0], s.bound)
+    with rep.stage("iso"):
+        choice = iso_mod.IsoChoice(float(s.iso), "given") if s.iso is not None else iso_mod.choose_iso(first, s.bound)
+        surface.check_occupancy(first, choice.iso, s.bound)
+    if dense:
+        return first, choice, n_queried
+    g = first
+    levels = grid.refinement_levels(s.resolution)[1:]
+    with rep.stage("refine", len(levels)) as st:
+        for level in levels:
+            g, n_level = grid.sample_near_surface(density_fn, g, level, s.bound, choice.iso, s.device, s.chunk_size)
+            n_queried += n_level
+            st.update(1)
+    return g, choice, n_queried
 
 
 def _eval_mode(*fns) -> list:

@@ -25,78 +25,86 @@ MARGIN = 1.0  # texels (a bilinear tap reaches at most one texel outside the cha
 CANDIDATES_PER_CHUNK = 1 << 20  # bounds the rasteriser's temporaries (~100 MiB; larger is no faster)
 
 
-def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int, reporter: Reporter):
-    """Returns (texel index (M,) into size*size, face id (M,), barycentrics (M,3)); each texel once."""
+def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int, reporter: Reporter, margin: float = MARGIN):
+    """Returns (texel index (M,) into size*size, face id (M,), barycentrics (M,3)); each texel once.
+    ``margin`` 0 claims exactly the texels whose centres lie inside a triangle (coverage masks)."""
     # Texel (col, row) has its centre at pixel coordinates (col, row); row 0 is v = 1 (top).
     px = uvs[:, 0] * size - 0.5
     py = (1.0 - uvs[:, 1]) * size - 0.5
     tri_x, tri_y = px[faces], py[faces]  # (F, 3)
-    x0 = np.clip(np.ceil(tri_x.min(1) - MARGIN), 0, size - 1).astype(np.int64)
-    x1 = np.clip(np.floor(tri_x.max(1) + MARGIN), 0, size - 1).astype(np.int64)
-    y0 = np.clip(np.ceil(tri_y.min(1) - MARGIN), 0, size - 1).astype(np.int64)
-    y1 = np.clip(np.floor(tri_y.max(1) + MARGIN), 0, size - 1).astype(np.int64)
+    x0 = np.clip(np.ceil(tri_x.min(1) - margin), 0, size - 1).astype(np.int64)
+    x1 = np.clip(np.floor(tri_x.max(1) + margin), 0, size - 1).astype(np.int64)
+    y0 = np.clip(np.ceil(tri_y.min(1) - margin), 0, size - 1).astype(np.int64)
+    y1 = np.clip(np.floor(tri_y.max(1) + margin), 0, size - 1).astype(np.int64)
     w = np.maximum(x1 - x0 + 1, 0)
     h = np.maximum(y1 - y0 + 1, 0)
     n_cand = w * h
-    best_depth = np.full(size * size, -np.inf, dtype=np.float32)
-    best_face = np.full(size * size, -1, dtype=np.int64)
-    best_bary = np.zeros((size * size, 3), dtype=np.float32)
+    best_depth = torch.full((size * size,), -float("inf"), dtype=torch.float32)
+    best_face = torch.full((size * size,), -1, dtype=torch.int64)
+    best_bary = torch.zeros((size * size, 3), dtype=torch.float32)
+    # Triangle corners relative to their first corner: small numbers, so float32 edge functions stay
+    # exact to ~1e-4 texel even in an 8192^2 texture.
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    origin = t(np.stack([tri_x[:, 0], tri_y[:, 0]], 1))
+    tri = t(np.stack([tri_x - tri_x[:, :1], tri_y - tri_y[:, :1]], -1)).float()  # (F, 3, 2)
+    n_cand_t, x0_t, y0_t, w_t = t(n_cand), t(x0), t(y0), t(w)
 
     # Chunks of consecutive triangles with about CANDIDATES_PER_CHUNK candidate texels each.
     bounds = np.searchsorted(np.cumsum(n_cand), np.arange(0, n_cand.sum(), CANDIDATES_PER_CHUNK), side="right")
     bounds = np.unique(np.concatenate([[0], bounds, [len(faces)]]))
     with reporter.stage("rasterize", len(bounds) - 1) as stage:
         for a, b in zip(bounds[:-1], bounds[1:]):
-            _raster_chunk(a, b, n_cand, x0, y0, w, tri_x, tri_y, size, best_depth, best_face, best_bary)
+            _raster_chunk(int(a), int(b), n_cand_t, x0_t, y0_t, w_t, origin, tri, size, best_depth, best_face,
+                          best_bary, margin)
             stage.update(1)
+    best_face = best_face.numpy()
     texels = np.nonzero(best_face >= 0)[0]
-    return texels, best_face[texels], best_bary[texels].astype(np.float64)
+    return texels, best_face[texels], best_bary.numpy()[texels].astype(np.float64)
 
 
-def _raster_chunk(a, b, n_cand, x0, y0, w, tri_x, tri_y, size, best_depth, best_face, best_bary) -> None:
-    """Rasterise triangles a..b-1 and merge into the per-texel best arrays (in place)."""
-    f_ids = np.repeat(np.arange(a, b), n_cand[a:b])
+def _raster_chunk(a, b, n_cand, x0, y0, w, origin, tri, size, best_depth, best_face, best_bary, margin) -> None:
+    """Rasterise triangles a..b-1 and merge into the per-texel best arrays (in place, torch, vectorised:
+    the deepest candidate per texel wins via scatter_reduce(amax), no sorting)."""
+    counts = n_cand[a:b]
+    f_ids = torch.repeat_interleave(torch.arange(a, b), counts)
     if len(f_ids) == 0:
         return
     # Local index of each candidate within its triangle's box -> texel column and row.
-    start = np.cumsum(n_cand[a:b]) - n_cand[a:b]
-    local = np.arange(len(f_ids)) - np.repeat(start, n_cand[a:b])
-    cols = x0[f_ids] + local % w[f_ids]
-    rows = y0[f_ids] + local // w[f_ids]
-    bary, depth = _barycentric(tri_x[f_ids], tri_y[f_ids], cols.astype(np.float64), rows.astype(np.float64))
-    ok = depth >= -MARGIN
-    tex = rows[ok] * size + cols[ok]
-    depth, f_ok, bary = depth[ok].astype(np.float32), f_ids[ok], bary[ok]
-    # Per texel keep the deepest candidate of this chunk, then merge with earlier chunks.
-    order = np.lexsort((depth, tex))
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = tex[order][1:] != tex[order][:-1]
-    sel = order[last]
-    tex, depth, f_ok, bary = tex[sel], depth[sel], f_ok[sel], bary[sel]
-    better = depth > best_depth[tex]
-    tex = tex[better]
-    best_depth[tex], best_face[tex], best_bary[tex] = depth[better], f_ok[better], bary[better]
+    start = torch.cumsum(counts, 0) - counts
+    local = torch.arange(len(f_ids)) - torch.repeat_interleave(start, counts)
+    wf = w[f_ids]
+    cols = x0[f_ids] + local % wf
+    rows = y0[f_ids] + local // wf
+    o = origin[f_ids]
+    bary, depth = _barycentric(tri[f_ids], (cols - o[:, 0]).float(), (rows - o[:, 1]).float())
+    ok = depth >= -margin
+    tex = (rows * size + cols)[ok]
+    depth, f_ok, bary = depth[ok], f_ids[ok], bary[ok]
+    best_depth.scatter_reduce_(0, tex, depth, reduce="amax", include_self=True)
+    win = depth >= best_depth[tex]  # ties: any of the tied candidates (same depth) is fine
+    best_face[tex[win]] = f_ok[win]
+    best_bary[tex[win]] = bary[win]
 
 
-def _barycentric(tx: np.ndarray, ty: np.ndarray, px: np.ndarray, py: np.ndarray):
-    """Barycentrics of points (px, py) in triangles (tx, ty) (M,3), clamped to the triangle, and
-    the signed distance in texels from the point to the triangle's nearest edge line (>0 inside)."""
-    ax, ay, bx, by, cx, cy = tx[:, 0], ty[:, 0], tx[:, 1], ty[:, 1], tx[:, 2], ty[:, 2]
+def _barycentric(tri: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
+    """Barycentrics of points (px, py) in triangles ``tri`` (M,3,2) (coordinates relative to the first
+    corner), clamped to the triangle, and the signed distance in texels from the point to the
+    triangle's nearest edge line (>0 inside)."""
+    ax, ay, bx, by, cx, cy = tri[:, 0, 0], tri[:, 0, 1], tri[:, 1, 0], tri[:, 1, 1], tri[:, 2, 0], tri[:, 2, 1]
     area2 = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
-    sgn = np.where(area2 < 0, -1.0, 1.0)  # charts may be mirrored; make 'inside' positive either way
+    sgn = torch.where(area2 < 0, -1.0, 1.0)  # charts may be mirrored; make 'inside' positive either way
     e0 = ((bx - px) * (cy - py) - (by - py) * (cx - px)) * sgn  # opposite vertex a
     e1 = ((cx - px) * (ay - py) - (cy - py) * (ax - px)) * sgn  # opposite vertex b
     e2 = ((ax - px) * (by - py) - (ay - py) * (bx - px)) * sgn  # opposite vertex c
-    len0 = np.hypot(cx - bx, cy - by)
-    len1 = np.hypot(ax - cx, ay - cy)
-    len2 = np.hypot(bx - ax, by - ay)
-    d = np.stack([e0 / np.maximum(len0, 1e-12), e1 / np.maximum(len1, 1e-12), e2 / np.maximum(len2, 1e-12)], 1)
-    depth = d.min(1)
-    bary = np.clip(np.stack([e0, e1, e2], 1), 0.0, None)
-    s = bary.sum(1, keepdims=True)
+    len0 = torch.hypot(cx - bx, cy - by).clamp_min(1e-12)
+    len1 = torch.hypot(ax - cx, ay - cy).clamp_min(1e-12)
+    len2 = torch.hypot(bx - ax, by - ay).clamp_min(1e-12)
+    depth = torch.minimum(torch.minimum(e0 / len0, e1 / len1), e2 / len2)
+    bary = torch.stack([e0, e1, e2], 1).clamp_min(0.0)
+    s = bary.sum(1, keepdim=True)
     # Degenerate UV triangles (zero area) or far-outside points: fall back to the centroid.
-    bary = np.where(s > 1e-20, bary / np.maximum(s, 1e-20), 1.0 / 3.0)
-    depth = np.where(np.abs(area2) > 1e-20, depth, -np.inf)
+    bary = torch.where(s > 1e-20, bary / s.clamp_min(1e-20), torch.full_like(bary, 1.0 / 3.0))
+    depth = torch.where(area2.abs() > 1e-12, depth, torch.full_like(depth, -float("inf")))
     return bary, depth
 
 

@@ -16,6 +16,9 @@ of the mesh (so a mesh's density of triangles does not bias them):
   normal at the nearest mesh sample (1 = perfect, about 0 for noise, -1 for inward faces).
 * near fraction: share of the mesh's area within ``voxel`` of the true surface (bumps, shrinkage or
   bloat show up here even when Chamfer's mean is small).
+
+And, with no true surface at all, ``mesh_silhouettes`` (pixel-exact coverage masks of a mesh from
+the engine's cameras) and ``mask_iou``: how well a mesh matches what the NeRF renders.
 """
 from __future__ import annotations
 
@@ -161,3 +164,27 @@ def surface_scores(verts: np.ndarray, faces: np.ndarray, ref: Reference, voxel: 
     cd, cd99 = chamfer(verts, faces, ref, pts)
     nf = near_fraction(ref, pts, voxel) if voxel is not None else float("nan")
     return SurfaceScores(cd, cd99, normal_consistency(pts, nrm, ref), nf, int(len(faces)))
+
+
+def mesh_silhouettes(verts: np.ndarray, faces: np.ndarray, cameras, resolution: int) -> np.ndarray:
+    """(B, res, res) bool: pixels whose centre a triangle covers, with the engine's camera model
+    (engine/render.camera_rays: pinhole, focal in image widths, OpenGL camera axes)."""
+    from .bake import rasterize
+    from .progress import Reporter
+
+    out = np.zeros((len(cameras), resolution, resolution), dtype=bool)
+    c2w = cameras.c2w.double().numpy()
+    for b in range(len(cameras)):
+        pc = (verts - c2w[b, :3, 3]) @ c2w[b, :3, :3]  # world -> camera: R^T (p - o)
+        f = float(cameras.focal[b]) * resolution
+        col = pc[:, 0] / -pc[:, 2] * f + resolution / 2  # pixel units, centres at k + 0.5
+        row = -pc[:, 1] / -pc[:, 2] * f + resolution / 2
+        uv = np.stack([col / resolution, 1.0 - row / resolution], 1)  # rasterize's texel convention
+        texels = rasterize(uv, faces, resolution, Reporter(False, None), margin=0.0)[0]
+        out[b].reshape(-1)[texels] = True
+    return out
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b)) / union if union else 1.0

@@ -13,16 +13,18 @@ ProgressCallback = Callable[[str, float], None]
 #: Every stage export_field reports, in order ("decimate" only when the mesh has more faces than
 #: target_faces). STAGE_COST is a rough share of the total time of a default 256^3 CPU export
 #: (docs/BENCHMARKS-export.md; xatlas dominates), for callers that show one overall percentage.
-STAGES = ("density", "surface", "clean", "decimate", "orient", "uv", "rasterize", "albedo", "dilate", "write")
-STAGE_COST = {"density": 0.05, "surface": 0.01, "clean": 0.005, "decimate": 0.005, "orient": 0.005,
-              "uv": 0.85, "rasterize": 0.04, "albedo": 0.01, "dilate": 0.01, "write": 0.015}
+STAGES = ("density", "iso", "refine", "surface", "clean", "smooth", "decimate", "orient", "uv", "rasterize",
+          "albedo", "dilate", "write")
+STAGE_COST = {"density": 0.05, "iso": 0.05, "refine": 0.25, "surface": 0.05, "clean": 0.01, "smooth": 0.02,
+              "decimate": 0.03, "orient": 0.01, "uv": 0.25, "rasterize": 0.1, "albedo": 0.1, "dilate": 0.03,
+              "write": 0.05}
 
 
 class Stage:
     def __init__(self, reporter: "Reporter", name: str, total: int):
         self.reporter, self.name, self.total, self.done = reporter, name, max(int(total), 1), 0
         self.bar = tqdm(total=self.total, desc=f"export:{name}", leave=False) if reporter.show else None
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
         reporter.emit(name, 0.0)
 
     def update(self, n: int = 1) -> None:
@@ -41,13 +43,17 @@ class Stage:
             if self.done < self.total:
                 self.reporter.emit(self.name, 1.0)
             self.reporter.timings[self.name] = time.perf_counter() - self.t0
+            self.reporter.cpu_timings[self.name] = time.process_time() - self.c0
         return False
 
 
 class Reporter:
     def __init__(self, show: bool, callback: ProgressCallback | None):
         self.show, self.callback = show, callback
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}  # wall-clock seconds per stage
+        # CPU seconds of this process per stage: on a shared machine the wall clock counts other
+        # people's work; for a one-thread export this is close to what an idle machine would take.
+        self.cpu_timings: dict[str, float] = {}
 
     def stage(self, name: str, total: int = 1) -> Stage:
         return Stage(self, name, total)

@@ -8,9 +8,16 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-#: Default iso-level, in NeRF density units (1/length). See ``surface.DEFAULT_ISO`` for the why.
+#: The fixed level (NeRF density units, 1/length) that was the default before the automatic choice
+#: (engine/mesh/iso.py); stable-dreamfusion's value. Kept for callers that want a fixed level.
 DEFAULT_ISO = 10.0
 FORMATS = ("glb", "obj")
+SAMPLING = ("adaptive", "dense")
+ATLAS = ("fast", "xatlas-default")
+#: Default polygon budget (decimation target) per grid resolution: what the texture and a field's
+#: detail at that resolution can carry (docs/BENCHMARKS-export.md measures Chamfer and colour error
+#: against face count); more costs UV-atlas time (xatlas is superlinear in chart size).
+DEFAULT_TARGET_FACES = 40_000
 
 
 @dataclass
@@ -19,14 +26,18 @@ class ExportSettings:
 
     resolution     grid points per axis over [-bound, bound]^3 (32-1024; 128-512 is typical;
                    memory ~ 4*resolution^3 bytes for the grid, 512 MiB at 512).
-    iso            density level of the surface; None = ``DEFAULT_ISO`` (10, as stable-dreamfusion).
-                   Lower it if the export says the field is empty, raise it if it fills the sphere.
+    iso            density level of the surface; None = automatic: the level whose silhouette
+                   matches the field's rendered opacity (engine/mesh/iso.py), recorded in the result.
     texture_size   square albedo texture, pixels per side (64-8192).
     target_faces   decimate to about this many triangles (None = keep every marching-cubes triangle).
-                   Default 100k: xatlas's chart computation costs ~0.3-0.8 ms per face on one CPU
-                   core and dominates export time; a 256^3 grid gives ~150-500k faces, and quadric
-                   decimation to 100k moves the surface by far less than a voxel (the texture
-                   carries the colour detail).
+                   Default ``DEFAULT_TARGET_FACES``; a 256^3 grid gives ~150-500k faces, and quadric
+                   decimation keeps small triangles only where the surface bends (the texture
+                   carries the colour detail). The UV atlas's time grows with it.
+    sampling       "adaptive": coarse grid, then the fine grid only near the surface (grid.py);
+                   "dense": every fine grid point (the slow reference).
+    smooth_iterations  Taubin smoothing passes on the marching-cubes mesh (0 = off; smooth.py).
+    atlas          "fast": xatlas with charts capped at ~``uv.CHART_FACES`` faces (an order of
+                   magnitude faster on 20k+ faces); "xatlas-default": xatlas's own chart options.
     keep_fraction  keep connected components with at least this fraction of the largest
                    component's faces (0 = keep all, 1 = only the largest); drops floaters.
     formats        subset of ("glb", "obj"); the texture PNG is always written too.
@@ -42,7 +53,7 @@ class ExportSettings:
     resolution: int = 256
     iso: float | None = None
     texture_size: int = 1024
-    target_faces: int | None = 100_000
+    target_faces: int | None = DEFAULT_TARGET_FACES
     keep_fraction: float = 0.1
     formats: tuple[str, ...] = ("glb",)
     bound: float = 1.0
@@ -53,14 +64,14 @@ class ExportSettings:
     texture_padding: int = 4
     roughness: float = 0.85
     metallic: float = 0.0
+    sampling: str = "adaptive"
+    smooth_iterations: int = 3
+    atlas: str = "fast"
 
     def __post_init__(self) -> None:
         self.formats = tuple(self.formats) if not isinstance(self.formats, str) else (self.formats,)
         self.validate()
 
-    @property
-    def iso_level(self) -> float:
-        return DEFAULT_ISO if self.iso is None else float(self.iso)
 
     def validate(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -99,6 +110,10 @@ class ExportSettings:
              f"roughness must be in [0, 1], got {self.roughness!r}")
         need(isinstance(self.metallic, (int, float)) and 0.0 <= self.metallic <= 1.0,
              f"metallic must be in [0, 1], got {self.metallic!r}")
+        need(self.sampling in SAMPLING, f"sampling must be one of {SAMPLING}, got {self.sampling!r}")
+        need(is_int(self.smooth_iterations) and 0 <= self.smooth_iterations <= 100,
+             f"smooth_iterations must be an integer between 0 (off) and 100, got {self.smooth_iterations!r}")
+        need(self.atlas in ATLAS, f"atlas must be one of {ATLAS}, got {self.atlas!r}")
 
 
 @dataclass
@@ -116,3 +131,18 @@ class ExportResult:
     n_components: int = 0
     n_components_kept: int = 0
     texture_coverage: float = 0.0  # fraction of texels inside a chart before dilation
+    iso_method: str = "given"  # "auto" (chosen from the rendered opacity, iso.py) or "given"
+    iso_silhouette_iou: float | None = None  # auto: IoU of the level set's and the opacity's silhouettes
+    points_queried: int = 0  # density_fn evaluations (coarse + fine)
+    volume_change: float = 0.0  # relative volume change by smoothing
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage (this process)
+
+    def metadata(self) -> dict:
+        """What the asset records about how it was made (asset.json next to the .glb)."""
+        return {"iso": round(self.iso, 6), "iso_method": self.iso_method,
+                "iso_silhouette_iou": None if self.iso_silhouette_iou is None else round(self.iso_silhouette_iou, 4),
+                "n_faces": self.n_faces, "n_vertices": self.n_vertices, "n_faces_extracted": self.n_faces_extracted,
+                "watertight": self.watertight, "points_queried": self.points_queried,
+                "volume_change": round(self.volume_change, 6),
+                "timings": {k: round(v, 3) for k, v in self.timings.items()},
+                "cpu_timings": {k: round(v, 3) for k, v in self.cpu_timings.items()}}

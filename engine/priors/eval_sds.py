@@ -43,9 +43,10 @@ def run_and_score(prompt: str, steps: int, seed: int, runs_dir: Path, extra: lis
     field = load_field(run_dir, cfg, torch.device("cpu"), state)
     _, background = build_field(cfg)
     background.load_state_dict(state["background"])
-    from ..mesh import DEFAULT_ISO
+    from ..mesh.iso import auto_iso
 
-    iso = cfg.iso if cfg.iso is not None else DEFAULT_ISO
+    # The exporter's surface: the run's iso if it set one, else the automatic level (engine/mesh/iso.py).
+    iso = cfg.iso if cfg.iso is not None else auto_iso(field.density, cfg.bound).iso
     scores = score_field(field, background.eval(), prompt, iso=iso, bound=cfg.bound).to_json()
     scores.update(prompt=prompt, seed=seed, steps=steps, iso=iso, seconds=round(seconds, 1), run_dir=str(run_dir))
     return scores

@@ -1,0 +1,123 @@
+"""Automatic surface level: the iso value whose level set has the silhouette the NeRF renders.
+
+A NeRF's density scale depends on the model, the prompt and the training length (the builtin prior's
+short runs peak at 10-17; Stable Diffusion runs reach hundreds), so no constant iso fits every run:
+too high gives an empty or shrunken mesh, too low a bloated one. The rendered opacity, though, is
+what the user saw in the previews. So the exporter renders the sampled density grid from a ring of
+views (volume rendering, as the NeRF's renderer does, on the grid with trilinear interpolation, so
+no extra field queries) and records for every ray
+
+* its opacity o = 1 - exp(-integral of density), and
+* the largest density m along it: the ray sees the level set {density = t} exactly when m > t.
+
+The mesh's silhouette for level t is then {rays with m > t}; we pick the t whose silhouette has the
+best IoU with the NeRF's {o > 0.5} (among near-ties, the one whose area matches: sub-pixel
+accurate, because the boundary rays sample the edge at every offset), and report that IoU. A field
+too faint to be 50 % opaque anywhere is matched to {o > half its largest opacity} instead, and the
+level is always below the grid's maximum, so a non-empty field never gives an empty mesh.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..cameras import make_cameras
+from ..render import camera_rays, sphere_near_far
+
+# A ring at the preview elevation, one higher up and one from nearly overhead (and below), so tops
+# and bottoms count too. Distance and focal as the previews (cameras.orbit_cameras).
+VIEW_ELEVATIONS = ((15.0, 8), (50.0, 4), (-40.0, 3), (85.0, 1))
+VIEW_RESOLUTION = 64
+
+
+@dataclass
+class IsoChoice:
+    iso: float
+    method: str  # "auto" (silhouette area) or "given"
+    silhouette_iou: float | None = None  # IoU of {m > iso} and {o > 0.5} on the grid's renders
+    nerf_area: float | None = None  # rays in the NeRF's silhouette (or its soft area), all views
+
+    def to_json(self) -> dict:
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def iso_cameras():
+    az = [a for elev, n in VIEW_ELEVATIONS for a in np.arange(n) * (360.0 / n) + (22.5 if elev < 0 else 0.0)]
+    el = [elev for elev, n in VIEW_ELEVATIONS for _ in range(n)]
+    return make_cameras(az, el, 2.5, 1.0)
+
+
+@torch.no_grad()
+def render_grid(grid: np.ndarray, bound: float, cameras, resolution: int = VIEW_RESOLUTION,
+                step_voxels: float = 0.5, chunk_rays: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Opacity and maximum density along each ray, (B*res*res,) each, of the grid's trilinear field."""
+    n = grid.shape[0]
+    vol = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32))[None, None]
+    h = 2.0 * bound / (n - 1)
+    origins, dirs = camera_rays(cameras, resolution, resolution)
+    origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+    near, far, hit = sphere_near_far(origins, dirs, bound)
+    n_samples = max(int(math.ceil(2.0 * bound / (step_voxels * h))), 8)
+    opacity = torch.zeros(len(origins))
+    peak = torch.zeros(len(origins))
+    rays = torch.nonzero(hit).squeeze(-1)
+    s = (torch.arange(n_samples, dtype=torch.float32) + 0.5) / n_samples
+    for a in range(0, len(rays), chunk_rays):
+        r = rays[a:a + chunk_rays]
+        t = near[r, None] + (far - near)[r, None] * s  # (R, S)
+        pts = origins[r, None, :] + dirs[r, None, :] * t[..., None]
+        # grid[i, j, k] is (x_i, y_j, z_k): depth <- x, height <- y, width <- z; grid_sample wants (w, h, d).
+        coords = (pts[..., [2, 1, 0]] / bound).reshape(1, 1, 1, -1, 3)
+        sigma = F.grid_sample(vol, coords, mode="bilinear", padding_mode="zeros", align_corners=True)
+        sigma = sigma.reshape(len(r), n_samples).clamp_min(0)
+        delta = (far - near)[r] / n_samples
+        opacity[r] = 1.0 - torch.exp(-sigma.sum(-1) * delta)
+        peak[r] = sigma.max(-1).values
+    return opacity.numpy(), peak.numpy()
+
+
+def choose_iso(grid: np.ndarray, bound: float) -> IsoChoice:
+    """The level whose silhouette area matches the rendered opacity's (module docstring)."""
+    opacity, peak = render_grid(grid, bound, iso_cameras())
+    vmax = float(grid.max())
+    if vmax <= 0:
+        return IsoChoice(iso=1.0, method="auto", silhouette_iou=0.0, nerf_area=0.0)  # empty: the check reports it
+    nerf = opacity > 0.5
+    area = float(nerf.sum()) if nerf.any() else float(opacity.sum())
+    order = np.argsort(-peak, kind="stable")
+    sorted_peak = peak[order]
+    if area < 1 or sorted_peak[0] <= 0:
+        iso = 0.5 * vmax
+    else:
+        # The level just below the k-th largest ray maximum shows exactly the top-k rays. Score every
+        # k by the IoU of those rays with the NeRF's silhouette (a soft silhouette when nothing is 50 %
+        # opaque); among the near-best, take the k whose area matches the NeRF's best.
+        target = nerf if nerf.any() else opacity > 0.5 * opacity.max()
+        inter = np.cumsum(target[order])
+        k = np.arange(1, len(order) + 1)
+        iou = inter / (k + target.sum() - inter)
+        near_best = np.nonzero(iou >= iou.max() - 1e-3)[0]
+        kk = int(near_best[np.argmin(np.abs(near_best + 1 - area))]) + 1
+        kk = min(kk, len(order) - 1)
+        hi, lo = float(sorted_peak[kk - 1]), float(sorted_peak[kk])
+        # Any level in [lo, hi) gives the same mask; the middle (on a log scale) is the least sensitive.
+        iso = math.sqrt(hi * lo) if lo > 0 else 0.5 * hi
+    iso = min(max(iso, 1e-6 * vmax), 0.999 * vmax)  # strictly below the maximum: never empty
+    mesh_mask = peak > iso
+    union = int((mesh_mask | nerf).sum())
+    iou = float((mesh_mask & nerf).sum()) / union if union else 0.0
+    return IsoChoice(iso=float(iso), method="auto", silhouette_iou=iou, nerf_area=area)
+
+
+@torch.no_grad()
+def auto_iso(density_fn, bound: float = 1.0, resolution: int = 64, device="cpu", chunk_size: int = 1 << 16) -> IsoChoice:
+    """The exporter's automatic level for a field, from a grid of ``resolution`` points per axis
+    (64 is the coarse grid of a 256^3 export), for callers that score a field at the exporter's surface."""
+    from .grid import sample_density
+    from .progress import Reporter
+
+    return choose_iso(sample_density(density_fn, resolution, bound, device, chunk_size, Reporter(False, None)), bound)
