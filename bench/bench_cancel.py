@@ -42,19 +42,21 @@ def one(stage: str, engine_root: Path, out: Path, preview_every: int, export_res
     if stage == "export":
         argv += ["--steps", "2"]
     proc = subprocess.Popen(argv, cwd=engine_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    sent, last = None, None
+    sent, last, answered = None, None, None
     for line in proc.stdout:
         try:
             last = json.loads(line)
         except json.JSONDecodeError:
             last = {"event": "NOT-JSON", "text": line[:80]}
             continue
+        if sent is not None and answered is None and last.get("event") in ("cancelled", "error"):
+            answered = time.monotonic() - sent
         if sent is None and trigger(stage, last, preview_every):
             proc.send_signal(signal.SIGINT)
             sent = time.monotonic()
     rc = proc.wait()
     took = None if sent is None else time.monotonic() - sent
-    return {"stage": stage, "seconds": took, "rc": rc, "last": (last or {}).get("event"),
+    return {"stage": stage, "seconds": took, "answered": answered, "rc": rc, "last": (last or {}).get("event"),
             "run_dir": (last or {}).get("run_dir"), "load": os.getloadavg()[0]}
 
 
@@ -67,14 +69,15 @@ def main() -> None:
     ap.add_argument("--stages", default="train,preview,export")
     args = ap.parse_args()
     print(f"engine: {args.engine_root}")
-    print("| stage | seconds from SIGINT to exit | exit code | last event | run_dir given | load avg (1 min) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| stage | s from SIGINT to the cancelled/error event | s to process exit | exit code | last event | run_dir given | load avg (1 min) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for _ in range(args.repeat):
         for stage in args.stages.split(","):
             with tempfile.TemporaryDirectory() as tmp:
                 r = one(stage, args.engine_root, Path(tmp), args.preview_every, args.export_resolution)
             secs = "never sent" if r["seconds"] is None else f"{r['seconds']:.2f}"
-            print(f"| {stage} | {secs} | {r['rc']} | {r['last']} | {bool(r['run_dir'])} | {r['load']:.1f} |", flush=True)
+            ans = "-" if r["answered"] is None else f"{r['answered']:.2f}"
+            print(f"| {stage} | {ans} | {secs} | {r['rc']} | {r['last']} | {bool(r['run_dir'])} | {r['load']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -260,12 +260,14 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
             if mod is not None:
                 exclude.update(p.untyped_storage().data_ptr() for p in mod.parameters())
     clock.start()
+    trainer.update_occupancy()
     cams, lights, mode, background = trainer.sample_view(shading)
     with count_saved(saved, "render", exclude):
         out = render(trainer.field, background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
-                     light_positions=lights, ambient=cfg.ambient, generator=trainer.rng, normals=cfg.normals)
+                     light_positions=lights, ambient=cfg.ambient, generator=trainer.rng, normals=cfg.normals,
+                     normal_samples=cfg.normal_samples, occupancy=trainer.occupancy)
     clock.lap("render")
-    view = trainer.prompts.for_cameras(cams.azimuth, cams.elevation)
+    view = trainer.prompts.for_cameras(cams)
     # --- Guidance.sds_loss, in parts
     with count_saved(saved, "vae_encode", exclude):
         x = g.encode_images(out.image)
@@ -274,15 +276,15 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     t_lo, t_hi = trainer.t_range()
     lo = max(1, int(t_lo * g.num_train_timesteps))
     hi = min(g.num_train_timesteps - 1, int(t_hi * g.num_train_timesteps))
-    t = torch.randint(lo, hi + 1, (b,), generator=trainer.rng).to(dev)
-    noise = torch.randn(x.shape, generator=trainer.rng).to(dev)
+    t = torch.randint(lo, hi + 1, (b,), generator=trainer.rng, device=trainer.rng.device).to(dev)
+    noise = torch.randn(x.shape, generator=trainer.rng, device=trainer.rng.device).to(dev)
     grad, _ = g.sds_gradient(x.detach(), t, noise, view.cond, view.uncond, trainer.guidance_scale, view.negatives,
                              view.negative_weights)
     grad = torch.nan_to_num(grad)
     clock.lap("unet_cfg")
     target = (x - grad).detach()
     sds = 0.5 * F.mse_loss(x, target, reduction="sum") / b
-    grad_norm = grad.norm().item() / b
+    grad_norm = grad.detach().norm() / b
     # --- rest of train_step
     orientation_term, opacity_term = trainer.regularisers(out)
     reg = orientation_term + opacity_term
@@ -293,24 +295,76 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     clock.lap("backward_guidance")
     torch.autograd.backward([out.image, reg], [g_img, torch.ones_like(reg)])
     clock.lap("backward_render")
-    trainer.optimizer.step()
+    trainer.guard.step(loss)
     clock.lap("optimizer")
     trainer.step += 1
-    stats = {"loss": float(loss.detach()), "sds": float(sds.detach()), "mode": mode, "grad_norm": grad_norm}
+    stats = {"loss": loss.detach(), "sds": sds.detach(), "mode": mode, "grad_norm": grad_norm}
     return stats, clock
 
 
+# Render paths: "fast" is the engine's default; "reference" is the first engine's (no occupancy grid,
+# central-difference normals of every sample), kept selectable through these settings.
+RENDER_PATHS = {
+    "fast": dict(occupancy_grid=True, normals="forward_difference", normal_samples="weighted"),
+    "reference": dict(occupancy_grid=False, normals="finite_difference", normal_samples="all"),
+}
+# Settings a trained checkpoint fixes (its field's layout); the bench's preset sets the rest.
+FIELD_LAYOUT = ("encoding", "hash_levels", "hash_log2_table", "hidden_dim", "bound", "blob_density", "blob_radius", "background")
+
+
+def checkpoint_layout(run_dir: Path | None) -> tuple[dict, dict | None]:
+    """(config overrides, state) of a trained run folder, or ({}, None)."""
+    if not run_dir:
+        return {}, None
+    from engine import runfolder
+
+    cfg = runfolder.load_run_config(Path(run_dir))
+    return {k: getattr(cfg, k) for k in FIELD_LAYOUT}, runfolder.load_checkpoint(Path(run_dir))
+
+
+def load_trained_field(trainer, state: dict | None) -> None:
+    if state is not None:
+        trainer.field.load_state_dict(state["field"])
+        trainer.background.load_state_dict(state["background"])
+
+
+def parse_variants(text: str) -> list[tuple[str, str]]:
+    out = []
+    for item in text.split(","):
+        path, _, enc = item.strip().partition("-")
+        if path not in RENDER_PATHS or enc not in ("vae", "tiny"):
+            raise SystemExit(f"--variants: {item!r} is not PATH-ENCODER with PATH in {sorted(RENDER_PATHS)} and ENCODER vae|tiny")
+        out.append((path, enc))
+    return out
+
+
+def tiny_encoder(model_dir: Path, guidance):
+    """A TAESD-size AutoencoderTiny (diffusers' defaults are TAESD's published config; random weights)
+    saved next to the model and loaded through the engine's loader, as the tiny latent encoder."""
+    from diffusers import AutoencoderTiny
+    from engine.guidance import load_tiny_encoder
+
+    folder = Path(model_dir) / "taesd"
+    if not (folder / "config.json").is_file():
+        torch.manual_seed(0)
+        AutoencoderTiny().to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    vae = load_tiny_encoder(str(folder), guidance.dtype, True).requires_grad_(False).eval().to(guidance.device)
+    vae.decoder = None
+    return vae
+
+
 def make_trainer(model_folder: Path, preset: str, device: torch.device, dtype_name: str, encoding: str, run_dir: Path,
-                 **overrides):
+                 guidance=None, **overrides):
     from engine.config import build_config
     from engine.guidance import Guidance, pick_dtype
     from engine.protocol import EventStream
     from engine.train import Trainer
 
-    cfg = build_config(preset, prompt="a ceramic mug", model=str(model_folder), device=device.type, dtype=dtype_name,
-                       encoding=encoding, **overrides)
+    overrides = {"encoding": encoding, **overrides}
+    cfg = build_config(preset, prompt="a ceramic mug", model=str(model_folder), device=device.type, dtype=dtype_name, **overrides)
     t0 = time.perf_counter()
-    guidance = Guidance(str(model_folder), device, pick_dtype(dtype_name, device), offline=True)
+    if guidance is None:
+        guidance = Guidance(str(model_folder), device, pick_dtype(dtype_name, device), offline=True)
     load_s = time.perf_counter() - t0
     (run_dir / "previews").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -350,11 +404,10 @@ def apply_speed_options(guidance, args, device: torch.device) -> list[str]:
     return notes
 
 
-def unet_floor(guidance, device: torch.device, n: int, warmup: int, mem: Mem) -> dict:
+def unet_floor(guidance, device: torch.device, n: int, warmup: int, mem: Mem, emb_len: int = 77) -> dict:
     """The bare U-Net forward the SDS step cannot beat: batch 2 (CFG), the model's latent size, 77 tokens."""
     cfg = guidance.unet.config
     s = int(cfg.sample_size)
-    emb_len = guidance.encode_text(["a ceramic mug"]).shape[1]
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(2, cfg.in_channels, s, s, generator=gen).to(device=device, dtype=guidance.dtype)
     emb = torch.randn(2, emb_len, cfg.cross_attention_dim, generator=gen).to(device=device, dtype=guidance.dtype)
@@ -427,6 +480,100 @@ def render_compare(preset: str, device: torch.device, reps: int, warmup: int, me
     return rows
 
 
+def render_path_compare(preset: str, device: torch.device, reps: int, warmup: int, mem: Mem, field_run: str | None) -> dict:
+    """Reference vs fast render path on one field (a trained checkpoint's with ``field_run``): render
+    forward + backward of one view at the preset's resolution and samples, per shading mode; the
+    occupancy grid's update cost; and what autograd keeps for backward at the high preset's pixels and
+    samples (one shaded render), for the memory estimate."""
+    from engine import losses
+    from engine.cameras import sample_cameras, sample_light_positions
+    from engine.config import PRESETS, build_config
+    from engine.occupancy import OccupancyGrid
+    from engine.render import render
+    from engine.train import build_field
+
+    layout, state = checkpoint_layout(field_run)
+    rows, grid_rows, high_rows = [], [], []
+    for path, settings in RENDER_PATHS.items():
+        cfg = build_config(preset, prompt="x", **{**layout, **settings})
+        torch.manual_seed(0)
+        field, bg = build_field(cfg)
+        if state is not None:
+            field.load_state_dict(state["field"])
+            bg.load_state_dict(state["background"])
+        field.to(device)
+        bg.to(device)
+        grid = None
+        if cfg.occupancy_grid:
+            grid = OccupancyGrid(cfg.bound, cfg.occupancy_resolution or max(16, cfg.samples_per_ray), device=device)
+            gen = torch.Generator(device=device).manual_seed(0)
+            times = []
+            for _ in range(3):  # the first update covers every cell, later ones a quarter + the occupied
+                t0 = time.perf_counter()
+                grid.update(field.density, 2.0 * cfg.bound / cfg.samples_per_ray, generator=gen)
+                _sync(device)
+                times.append(time.perf_counter() - t0)
+            grid_rows.append({"path": path, "resolution": grid.resolution, "first_update_s": times[0],
+                              "update_s": sum(times[1:]) / 2, "every": cfg.occupancy_update_every,
+                              "occupied_fraction": float(grid.occupied_fraction())})
+        for mode in ("albedo", "shaded"):
+            rng = torch.Generator(device=device).manual_seed(0)
+            fwd, bwd, peak, saved, counts = [], [], 0.0, {}, []
+            exclude = {p.untyped_storage().data_ptr() for p in list(field.parameters()) + list(bg.parameters())}
+            for i in range(warmup + reps):
+                cams = sample_cameras(1, rng, device=device)
+                lights = sample_light_positions(cams, rng)
+                _sync(device)
+                base = mem.current()
+                mem.reset_peak()
+                t0 = time.perf_counter()
+                store = {} if i == 0 else saved
+                with count_saved(store, "render", exclude):
+                    out = render(field, bg, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode, light_positions=lights,
+                                 ambient=cfg.ambient, generator=rng, normals=cfg.normals, normal_samples=cfg.normal_samples,
+                                 occupancy=grid)
+                _sync(device)
+                t1 = time.perf_counter()
+                (out.image.mean() + out.opacity.mean() + losses.orientation_loss(out)).backward()
+                _sync(device)
+                t2 = time.perf_counter()
+                if i == 0:
+                    saved = store
+                field.zero_grad(set_to_none=True)
+                bg.zero_grad(set_to_none=True)
+                if i >= warmup:
+                    fwd.append(t1 - t0)
+                    bwd.append(t2 - t1)
+                    peak = max(peak, mem.peak() - base)
+                    normals = 0 if out.normals is None else int((out.normals.abs().sum(-1) > 0).sum())
+                    counts.append((out.weights.shape[0], normals, float(out.opacity.mean())))
+                del out
+            n = cfg.render_resolution**2 * cfg.samples_per_ray
+            rows.append({"path": path, "mode": mode, "resolution": cfg.render_resolution, "samples_per_ray": cfg.samples_per_ray,
+                         "fwd_s": sum(fwd) / len(fwd), "bwd_s": sum(bwd) / len(bwd), "saved_mib": saved.get("render", 0) / 2**20,
+                         "peak_mib": peak, "reps": reps, "samples": n,
+                         "evaluated": sum(c[0] for c in counts) / len(counts), "with_normals": sum(c[1] for c in counts) / len(counts),
+                         "mean_opacity": sum(c[2] for c in counts) / len(counts)})
+            r = rows[-1]
+            print(f"  render {path:9s} {mode:7s}: fwd {r['fwd_s']:.3f}s bwd {r['bwd_s']:.3f}s evaluated {r['evaluated']:.0f}/{n}",
+                  file=sys.stderr)
+        # Saved-for-backward bytes of one shaded render at the high preset's pixels and samples.
+        hi = PRESETS["high"]
+        store: dict = {}
+        rng = torch.Generator(device=device).manual_seed(1)
+        cams = sample_cameras(1, rng, device=device)
+        with count_saved(store, "render", exclude):
+            out = render(field, bg, cams, hi["render_resolution"], hi["samples_per_ray"], shading="shaded",
+                         light_positions=sample_light_positions(cams, rng), ambient=cfg.ambient, generator=rng, normals=cfg.normals,
+                         normal_samples=cfg.normal_samples, occupancy=grid)
+        del out
+        high_rows.append({"path": path, "resolution": hi["render_resolution"], "samples_per_ray": hi["samples_per_ray"],
+                          "levels": cfg.hash_levels, "high_levels": hi["hash_levels"], "saved_mib": store.get("render", 0) / 2**20})
+        print(f"  render {path:9s} saved at high px/spp: {high_rows[-1]['saved_mib']:.0f} MiB", file=sys.stderr)
+    return {"rows": rows, "grid": grid_rows, "high": high_rows, "field": str(field_run) if field_run else "fresh (start blob)",
+            "field_step": None if state is None else int(state["step"])}
+
+
 def tiny_step_compare(preset: str, device: torch.device, steps: int, warmup: int, workdir: Path) -> list[dict]:
     """A whole SDS step with the tests' tiny latent model, per encoding (the NeRF is then most of the cost)."""
     folder = build_model(workdir / "tiny", "tiny")
@@ -447,8 +594,10 @@ def tiny_step_compare(preset: str, device: torch.device, steps: int, warmup: int
 
 def compare_subprocess(args, workdir: Path) -> dict:
     """render_compare + tiny_step_compare in a fresh process: clean heap for the memory figures."""
+    extra = ["--field-checkpoint", str(args.field_checkpoint)] if args.field_checkpoint else []
+    extra += ["--compare-encodings" if args.compare_encodings else "--no-compare-encodings"]
     out = subprocess.run([sys.executable, __file__, "--compare-only", str(workdir), "--preset", args.preset, "--device", args.device,
-                          "--compare-reps", str(args.compare_reps)], check=True, stdout=subprocess.PIPE, text=True)
+                          "--compare-reps", str(args.compare_reps), *extra], check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -493,7 +642,8 @@ def gpu_estimate(res: dict) -> dict:
     size = res["model_size"]
     p = res["params"]
     gib = 2**30
-    weights = (p["unet"] + p["vae_encoder"]) * 2 + REAL_TEXT_ENCODER_PARAMS.get(size, p["text_encoder"]) * 2
+    # The text encoder is freed once the embeddings are cached (Guidance.release_text_encoder): not counted.
+    weights = (p["unet"] + p["vae_encoder"]) * 2
     field_state = p["field"] * 4 * 4  # fp32 params + grads + Adam's two moments
     mib = 2**20
     saved_render = res["saved_mib"].get("render", 0) * mib  # fp32 on the GPU too
@@ -514,6 +664,37 @@ def gpu_estimate(res: dict) -> dict:
             "total_gib": total / gib, "total_plus_20pct_gib": total * 1.2 / gib}
 
 
+def high_estimate(res: dict) -> list[dict]:
+    """Peak GPU memory (fp16 guidance) of a high-preset step per render path, estimated from CPU figures:
+    weights (U-Net + the VAE encoder, fp16) + the high preset's NeRF with Adam (fp32) + the larger of
+    (render saved at the high preset's px/spp, scaled by its hash levels, + the VAE's saved tensors at
+    512² + the U-Net forward's transient) and (render saved + the backward-through-VAE peak), + context."""
+    rp = res.get("render_paths")
+    if not rp or not rp.get("high"):
+        return []
+    from engine.config import PRESETS
+
+    hi = PRESETS["high"]
+    gib, mib = 2**30, 2**20
+    p = res["params"]
+    weights = (p["unet"] + p["vae_encoder"]) * 2
+    field_params = hi["hash_levels"] * 2**hi["hash_log2_table"] * 2 + 10_000  # tables x 2 features + MLPs
+    field_state = field_params * 16
+    vae_saved = res["saved_mib"].get("vae_encode", 0) * mib / 2
+    unet = res["unet_floor"]["transient_peak_mib"] * mib / 2
+    pk = res["memory"]["phase_peak_mib"]
+    bwd_vae = max(pk.get("backward_guidance", 0) - pk.get("render_end", 0), 0) * mib / 2
+    rows = []
+    for h in rp["high"]:
+        render = h["saved_mib"] * mib * h["high_levels"] / h["levels"]  # encoding tensors scale with levels (upper bound)
+        act = max(render + vae_saved + unet, render + bwd_vae)
+        total = weights + field_state + act + 0.75 * gib
+        rows.append({"path": h["path"], "render_saved_gib": render / gib, "weights_gib": weights / gib,
+                     "field_state_gib": field_state / gib, "activations_gib": act / gib, "total_gib": total / gib,
+                     "total_plus_20pct_gib": 1.2 * total / gib})
+    return rows
+
+
 # --- the run --------------------------------------------------------------------------------------
 def run(args) -> dict:
     from engine.guidance import pick_device
@@ -532,11 +713,21 @@ def run(args) -> dict:
         disk = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
         mem = Mem(device)
         rss_before_load = mem.current()
-        overrides = {}
+        variants = parse_variants(args.variants)
+        layout, field_state = checkpoint_layout(args.field_checkpoint)
+        overrides = dict(layout)
         if args.render_resolution:
             overrides["render_resolution"] = args.render_resolution
-        trainer, load_s, init_s = make_trainer(model_dir, args.preset, device, args.dtype, args.encoding, workdir / "run", **overrides)
+        main_path, main_encoder = variants[0]
+        args.encoding = overrides.pop("encoding", args.encoding)  # a checkpoint's field fixes its encoding
+        trainer, load_s, init_s = make_trainer(model_dir, args.preset, device, args.dtype, args.encoding, workdir / "run",
+                                               **overrides, **RENDER_PATHS[main_path])
+        load_trained_field(trainer, field_state)
         g = trainer.guidance
+        encoders = {"vae": g.vae}
+        if any(enc == "tiny" for _, enc in variants):
+            encoders["tiny"] = tiny_encoder(model_dir, g)
+        g.vae = encoders[main_encoder]
         notes = apply_speed_options(g, args, device)
         after_load = mem.current()
         load_peak = mem.peak()  # before any reset: the high-water mark of loading (VmHWM / CUDA max)
@@ -552,26 +743,42 @@ def run(args) -> dict:
         print(f"first step {first_step_s:.1f}s, preview {preview_s:.1f}s", file=sys.stderr)
         # Past the albedo warm-up: time the shading mode 80% of a run's steps use (normals needed).
         trainer.step = max(trainer.step, trainer.cfg.albedo_warmup)
-        for _ in range(args.warmup - 1 if args.warmup > 0 else 0):
-            timed_train_step(trainer, shading=args.shading)
-        steps = []
-        for i in range(args.steps):
-            stats, clock = timed_train_step(trainer, shading=args.shading)
-            steps.append({**clock.times, "total": clock.total()})
-            print(f"step {i + 1}/{args.steps}: {clock.total():.2f}s " + " ".join(f"{k}={v:.2f}" for k, v in clock.times.items()),
-                  file=sys.stderr)
+        runners = [(variants[0], trainer)]
+        for k, (path, enc) in enumerate(variants[1:], 1):
+            other, _, _ = make_trainer(model_dir, args.preset, device, args.dtype, args.encoding, workdir / f"run{k}", guidance=g,
+                                       **overrides, **RENDER_PATHS[path])
+            load_trained_field(other, field_state)
+            other.step = trainer.step
+            other.update_occupancy()  # its first (full) grid update, as the main trainer's untimed first step did
+            runners.append(((path, enc), other))
+        per_variant = {v: [] for v, _ in runners}
+        # Side by side: one step of each variant in turn, so load changes on this shared machine hit all alike.
+        for i in range(max(args.warmup - 1, 0) + args.steps):
+            for (path, enc), tr in runners:
+                g.vae = encoders[enc]
+                _, clock = timed_train_step(tr, shading=args.shading)
+                if i >= max(args.warmup - 1, 0):
+                    per_variant[(path, enc)].append({**clock.times, "total": clock.total()})
+                print(f"{path}-{enc} step {i + 1}: {clock.total():.2f}s " + " ".join(f"{k}={v:.2f}" for k, v in clock.times.items()),
+                      file=sys.stderr)
+        g.vae = encoders[main_encoder]
+        steps = per_variant[variants[0]]
         mean = {k: sum(s[k] for s in steps) / len(steps) for k in steps[0]}
+        variant_means = {v: {k: sum(s[k] for s in st) / len(st) for k in st[0]} for v, st in per_variant.items()}
+        encoder_params = {name: sum(p.numel() for p in mod.parameters()) for name, mod in encoders.items()}
+        del runners
         # One more step for memory: per-phase peaks, saved-for-backward bytes. Not timed (tight malloc is slower).
         gc.collect()
         tight = device.type == "cpu" and tight_malloc(mem)
         saved: dict = {}
         _, mclock = timed_train_step(trainer, shading=args.shading, clock=Clock(device, mem), saved=saved)
         step_base = mclock.base
-        floor = unet_floor(g, device, args.floor_reps, 0, mem)  # already warm from the steps
+        floor = unet_floor(g, device, args.floor_reps, 0, mem, emb_len=int(trainer.uncond.shape[0]))  # warm from the steps
         print(f"U-Net floor {floor['mean_s']:.2f}s", file=sys.stderr)
         field_params = sum(p.numel() for p in trainer.field.parameters()) + sum(p.numel() for p in trainer.background.parameters())
         res = {
             "name": "-".join([args.model_size, args.preset, device.type, args.dtype, args.encoding]
+                             + ([f"{main_path}-{main_encoder}"] if args.variants != "fast-vae" else [])
                              + (["cl"] if args.channels_last and device.type == "cuda" else [])
                              + (["compile"] if args.compile and device.type == "cuda" else [])
                              + ([f"attn-{args.attention}"] if args.attention != "sdpa" else [])
@@ -583,11 +790,15 @@ def run(args) -> dict:
             "steps_timed": args.steps, "warmup": args.warmup, "steps": steps, "mean": mean, "steps_per_s": 1.0 / mean["total"],
             "guidance_s": mean["vae_encode"] + mean["unet_cfg"], "backward_s": mean["backward_guidance"] + mean["backward_render"],
             "unet_floor": floor, "ratio": mean["total"] / floor["mean_s"],
+            "variants": [{"name": f"{p}-{e}", "path": p, "encoder": e, "mean": m, "ratio": m["total"] / floor["mean_s"],
+                          "steps": len(per_variant[(p, e)])} for (p, e), m in variant_means.items()],
+            "encoder_params": encoder_params,
+            "field": {"checkpoint": args.field_checkpoint, "step": None if field_state is None else int(field_state["step"])},
             "load_s": load_s, "trainer_init_s": init_s, "first_step_s": first_step_s, "preview_s": preview_s,
             "time_to_first_preview_s": load_s + init_s + first_step_s + preview_s,
             "params": {"unet": sum(p.numel() for p in g.unet.parameters()),
                        "vae_encoder": sum(p.numel() for p in g.vae.parameters()) if g.vae is not None else 0,
-                       "text_encoder": sum(p.numel() for p in g.text_encoder.parameters()), "field": field_params},
+                       "text_encoder": REAL_TEXT_ENCODER_PARAMS.get(args.model_size, 0), "field": field_params},
             "saved_mib": {k: v / 2**20 for k, v in saved.items() if not k.startswith("_")},
             "memory": {"kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_rss", "tight_malloc": tight,
                        "before_load_mib": rss_before_load, "after_load_mib": after_load, "step_base_mib": step_base,
@@ -600,12 +811,14 @@ def run(args) -> dict:
             res["gpu_estimate"] = gpu_estimate(res)
         del trainer, g
         gc.collect()
-        if args.compare_encodings:
-            print("hash grid vs frequency ...", file=sys.stderr)
+        if args.compare_encodings or args.compare_paths:
+            print("render paths / hash grid vs frequency ...", file=sys.stderr)
             res.update(compare_subprocess(args, workdir))
         if args.export:
             print("mesh export (bench/bench_export.py --case) ...", file=sys.stderr)
             res["export"] = export_bench(args.export_resolutions)
+        if device.type == "cpu" and args.model_size != "tiny":
+            res["high_estimate"] = high_estimate(res)
         res["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         return res
     finally:
@@ -633,8 +846,10 @@ def markdown(results: list[dict]) -> str:
          "from a temporary diffusers folder (fp16 safetensors, cast to the run's dtype on load). Text embeddings are",
          "cached: the text encoder runs once per view label (4 labels + the negative prompt) per run, never per step, so",
          "the benchmark uses a 1-layer CLIP with the real hidden size and 77 tokens; its time is in 'load + init' only.",
-         "Steps are timed past the albedo warm-up in `shaded` mode (normals by finite differences: 7 field",
-         "evaluations per sample), the cost of 80% of a run's steps; albedo-only steps render ~3x faster.", ""]
+         "Steps are timed past the albedo warm-up in `shaded` mode (normals needed), the cost of 80% of a run's",
+         "steps. Rows named without a render path were measured with the first engine's render (central-difference",
+         "normals of every sample, no empty-space skipping: 7 field evaluations per sample); rows named `...-fast-vae`",
+         "etc. come from the side-by-side runs described below.", ""]
     if NOTES.exists():
         L += [NOTES.read_text().strip(), ""]
     L += ["## Seconds per SDS step", "",
@@ -651,6 +866,58 @@ def markdown(results: list[dict]) -> str:
                  f"{_f(r['unet_floor']['mean_s'])} | {_f(r['ratio'])} |")
     if not any(r["device"].startswith("cuda") for r in results):
         L.append("| GPU | cuda | fp16 / bf16 | 64, 48 | - | pending: no GPU lent to this task | | | | | | | | | | |")
+    side = [r for r in results if len(r.get("variants", [])) > 1]
+    if side:
+        L += ["", "### Render paths and latent encoders side by side", "",
+              "One run, one loaded U-Net, the variants' steps interleaved (one step of each in turn) so load changes on",
+              "the shared machine hit all alike. reference = the first engine's render (no occupancy grid, central-",
+              "difference normals of every sample); fast = occupancy grid + forward-difference normals of samples",
+              "with weight > 1e-3 (the default); vae = the model's VAE encoder; tiny = an AutoencoderTiny (TAESD",
+              "config, random weights). Fields: the trained checkpoint named under 'Machines and settings'.", "",
+              "| run | variant | render | VAE enc | U-Net CFG | bwd guid. | bwd render | **s/step** | U-Net floor | **ratio** |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in side:
+            for v in r["variants"]:
+                m = v["mean"]
+                L.append(f"| {r['name']} | {v['name']} | {_f(m['render'])} | {_f(m['vae_encode'])} | {_f(m['unet_cfg'])} | "
+                         f"{_f(m['backward_guidance'])} | {_f(m['backward_render'])} | **{_f(m['total'])}** | "
+                         f"{_f(r['unet_floor']['mean_s'])} | **{_f(v['ratio'])}** |")
+    rp = [r for r in results if r.get("render_paths")]
+    if rp:
+        L += ["", "## Render paths on a trained field", "",
+              "Forward + backward of one view (shaded: normals needed) at the preset's pixels and samples per ray, on the",
+              "field named below; 'evaluated' = samples the field was queried at (of all px² × spp), 'normals' = samples",
+              "that got a normal. Speed-up = reference fwd+bwd / fast fwd+bwd in the same mode.", ""]
+        for r in rp:
+            q = r["render_paths"]
+            L += [f"{r['name']} (field: {q['field']}, step {q.get('field_step')}):", "",
+                  "| path | mode | px, spp | fwd s | bwd s | fwd+bwd s | speed-up | evaluated | normals | saved MiB | peak MiB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+            ref = {row["mode"]: row["fwd_s"] + row["bwd_s"] for row in q["rows"] if row["path"] == "reference"}
+            for row in q["rows"]:
+                tot = row["fwd_s"] + row["bwd_s"]
+                L.append(f"| {row['path']} | {row['mode']} | {row['resolution']}, {row['samples_per_ray']} | {_f(row['fwd_s'], 3)} | "
+                         f"{_f(row['bwd_s'], 3)} | {_f(tot, 3)} | {_f(ref.get(row['mode'], tot) / tot, 1)}x | "
+                         f"{row['evaluated']:.0f} / {row['samples']} | {row['with_normals']:.0f} | {row['saved_mib']:.0f} | {row['peak_mib']:.0f} |")
+            for gr in q["grid"]:
+                L.append(f"\nOccupancy grid {gr['resolution']}³: first update {_f(gr['first_update_s'], 2)} s, later updates "
+                         f"{_f(gr['update_s'], 2)} s every {gr['every']} steps ({_f(gr['update_s'] / gr['every'], 3)} s/step), "
+                         f"occupied {100 * gr['occupied_fraction']:.0f}% of cells.")
+            L.append("")
+    he = [r for r in results if r.get("high_estimate")]
+    if he:
+        L += ["", "### Estimate: peak GPU memory of a high-preset step (fp16) — an estimate, not a measurement", "",
+              "From the CPU figures: U-Net + latent encoder weights (fp16; the text encoder is freed after caching), the high",
+              "preset's NeRF (16 levels × 2^19 × 2 features) with grads and Adam moments (fp32), activations = the larger of",
+              "(render saved at 128 px × 96 spp, measured on the trained field and scaled by 16/12 hash levels, + the VAE's",
+              "saved tensors at 512² ÷ 2 + the U-Net transient ÷ 2) and (render saved + backward-through-VAE peak ÷ 2), plus",
+              "0.75 GiB context; +20% for fragmentation.", "",
+              "| run | render path | render saved | weights | NeRF + Adam | activations | **total** | +20% |", "|---|---|---|---|---|---|---|---|"]
+        for r in he:
+            for e in r["high_estimate"]:
+                L.append(f"| {r['name']} | {e['path']} | {e['render_saved_gib']:.2f} | {e['weights_gib']:.2f} | {e['field_state_gib']:.2f} | "
+                         f"{e['activations_gib']:.2f} | **{e['total_gib']:.2f}** | {e['total_plus_20pct_gib']:.2f} |")
+        L.append("\n(GiB.)")
     L += ["", "Where the time goes (share of s/step):", ""]
     for r in results:
         m = r["mean"]
@@ -770,6 +1037,13 @@ def main() -> None:
     ap.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
     ap.add_argument("--floor-reps", type=int, default=None, help="bare U-Net forwards timed (default 2 at SD size, 10 tiny)")
     ap.add_argument("--compare-encodings", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--compare-paths", action=argparse.BooleanOptionalAction, default=True,
+                    help="reference vs fast render path, forward + backward (in a subprocess, with the encodings comparison)")
+    ap.add_argument("--field-checkpoint", metavar="RUN_DIR", default=None,
+                    help="a trained run folder whose field the render comparisons and timed steps use (not the start blob)")
+    ap.add_argument("--variants", default="fast-vae",
+                    help="comma list of PATH-ENCODER (PATH: fast|reference, ENCODER: vae|tiny), timed side by side, steps "
+                         "interleaved; the first is the main row. e.g. reference-vae,fast-vae,fast-tiny")
     ap.add_argument("--compare-reps", type=int, default=2, help="timed reps per encoding (after 1 warm-up)")
     ap.add_argument("--export", action=argparse.BooleanOptionalAction, default=True, help="run bench_export.py cases")
     ap.add_argument("--export-resolutions", type=lambda s: [int(x) for x in s.split(",")], default=[128, 256])
@@ -796,9 +1070,10 @@ def main() -> None:
         mem = Mem(device)
         if device.type == "cpu":
             tight_malloc(mem)
-        rows = render_compare(args.preset, device, args.compare_reps, 1, mem)
-        tiny = tiny_step_compare(args.preset, device, args.compare_reps, 1, Path(args.compare_only))
-        print(json.dumps({"render_compare": rows, "tiny_step_compare": tiny}))
+        paths = render_path_compare(args.preset, device, args.compare_reps, 1, mem, args.field_checkpoint)
+        rows = render_compare(args.preset, device, args.compare_reps, 1, mem) if args.compare_encodings else []
+        tiny = tiny_step_compare(args.preset, device, args.compare_reps, 1, Path(args.compare_only)) if args.compare_encodings else []
+        print(json.dumps({"render_paths": paths, "render_compare": rows, "tiny_step_compare": tiny}))
         return
     sd = args.model_size != "tiny"
     args.steps = args.steps or (2 if sd else 10)

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to the engine")
     g.add_argument("--timeout", type=float, help="seconds per prompt before it is cancelled")
     g.add_argument("--verbose", action="store_true", help="also print progress while a run goes (every 10 s)")
+    g.add_argument("--workers", type=int, help="prompts at once, through the engine's batch (docs/CLUSTER.md)")
+    g.add_argument("--ray", metavar="auto|ADDRESS", help="run the prompts on a Ray cluster (docs/CLUSTER.md)")
     return parser
 
 
@@ -85,20 +87,27 @@ def _short(text: str, n: int = 50) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def run_one(prompt: str, args, out: Path, python: str) -> tuple[bool, str]:
-    import bpy
-
-    from . import engine_cli, runner
+def request(prompt: str, args, out: Path):
+    """What to ask the engine for: the command line's settings over the preferences'."""
+    from . import engine_cli
     from .prefs import settings
 
     s = settings()
-    bpy.ops.wm.read_homefile(use_empty=True)  # each prompt gets a clean file
-    req = engine_cli.GenerateRequest(
+    return engine_cli.GenerateRequest(
         prompt=prompt, out=args.runs or str(out / "runs"), model=args.model or s.model, preset=args.preset,
         negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,
         texture_size=args.texture_size, mesh_resolution=args.mesh_resolution, device=args.device or s.device,
         extra=s.extra + tuple(x for item in args.set for x in ("--set", item)),
     )
+
+
+def run_one(prompt: str, args, out: Path, python: str) -> tuple[bool, str]:
+    import bpy
+
+    from . import runner
+
+    bpy.ops.wm.read_homefile(use_empty=True)  # each prompt gets a clean file
+    req = request(prompt, args, out)
 
     last = {"t": 0.0, "stage": None}
 
@@ -146,6 +155,10 @@ def main(argv: list[str]) -> int:
     from .prefs import settings  # bpy: only once the inputs are known to be usable
 
     python = args.python or settings().python
+    if args.workers is not None or args.ray is not None:  # the engine's batch runs them (in parallel / on Ray)
+        from . import batch_engine
+
+        return batch_engine.run(prompts, args, out, python, request(prompts[0], args, out))
     failures = 0
     for i, prompt in enumerate(prompts, start=1):
         t0 = time.monotonic()

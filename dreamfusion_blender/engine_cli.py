@@ -78,7 +78,23 @@ def _opt(argv: list, flag: str, value) -> None:
 
 
 def generate_argv(python: str, req: GenerateRequest) -> list[str]:
-    argv = [str(python), "-m", "engine", "generate", f"--prompt={req.prompt}", f"--out={req.out}", f"--preset={req.preset}"]
+    argv = [str(python), "-m", "engine", "generate", f"--prompt={req.prompt}", f"--out={req.out}"]
+    return argv + asset_options(req) + ["--json-events", "--no-progress"]
+
+
+def batch_argv(python: str, prompts_file: str, req: GenerateRequest, workers: int | None = None,
+               ray: str | None = None) -> list[str]:
+    """The engine's ``batch`` over a prompts file (docs/CLUSTER.md), with generate's options; req.prompt is unused."""
+    argv = [str(python), "-m", "engine", "batch", f"--out={req.out}", *asset_options(req)]
+    if workers is not None:  # 0 too: the engine refuses it with a clear message
+        argv.append(f"--workers={workers}")
+    _opt(argv, "--ray", ray)
+    return argv + ["--json-events", "--no-progress", "--", str(prompts_file)]  # after "--": a path, never an option
+
+
+def asset_options(req: GenerateRequest) -> list[str]:
+    """The engine options that describe the asset and where it runs: the same for generate and batch."""
+    argv = [f"--preset={req.preset}"]
     _opt(argv, "--model", req.model)
     _opt(argv, "--negative-prompt", req.negative_prompt)
     if req.seed is not None:  # 0 is a real seed
@@ -90,8 +106,7 @@ def generate_argv(python: str, req: GenerateRequest) -> list[str]:
     _opt(argv, "--mesh-resolution", req.mesh_resolution)
     _opt(argv, "--target-faces", req.target_faces)
     _opt(argv, "--device", req.device if req.device != "auto" else None)
-    argv += list(req.extra)
-    return argv + ["--json-events", "--no-progress"]
+    return argv + list(req.extra)
 
 
 def resume_argv(python: str, run_dir: str, device: str | None = None) -> list[str]:

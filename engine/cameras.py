@@ -46,6 +46,13 @@ class CameraBatch:
     def labels(self, overhead_elevation: float = 60.0) -> list[str]:
         return [view_label(float(a), float(e), overhead_elevation) for a, e in zip(self.azimuth, self.elevation)]
 
+    def label_index(self, overhead_elevation: float = 60.0) -> torch.Tensor:
+        """Indices into VIEW_LABELS (B,), computed on the cameras' device: the training step picks the
+        view's text embedding with them without reading angles back to the host (``view_label``'s rule)."""
+        a = ((self.azimuth + 180.0) % 360.0 - 180.0).abs()
+        side = torch.where(a <= 45.0, 0, torch.where(a >= 135.0, 2, 1))
+        return torch.where(self.elevation > overhead_elevation, 3, side)
+
 
 def view_label(azimuth: float, elevation: float, overhead_elevation: float = 60.0) -> str:
     """DreamFusion's view-dependent prompt label for a camera direction."""
@@ -121,15 +128,18 @@ def sample_cameras(
     ``uniform_sphere_rate`` of the cameras instead draws it uniformly on the sphere's surface within
     the same range (threestudio does so for half of its batches), i.e. sin(elevation) uniform."""
 
+    # Drawn on the generator's device: a generator on the training device needs no host copy.
+    gen_device = generator.device if generator is not None else "cpu"
+
     def u(lo, hi):
-        return lo + (hi - lo) * torch.rand(batch, generator=generator)
+        return lo + (hi - lo) * torch.rand(batch, generator=generator, device=gen_device)
 
     az = u(0.0, 360.0)
     el = u(*elevation_range)
     if uniform_sphere_rate > 0:
         lo, hi = (math.sin(math.radians(e)) for e in elevation_range)
         on_sphere = torch.rad2deg(torch.asin(u(lo, hi).clamp(-1.0, 1.0)))
-        el = torch.where(torch.rand(batch, generator=generator) < uniform_sphere_rate, on_sphere, el)
+        el = torch.where(u(0.0, 1.0) < uniform_sphere_rate, on_sphere, el)
     dist = u(*distance_range)
     foc = u(*focal_range)
     return make_cameras(az, el, dist, foc, device=device)
@@ -145,15 +155,16 @@ def sample_light_positions(cameras: CameraBatch, generator: torch.Generator, spr
     """Point lights "sampled around the camera position" (paper): the camera direction perturbed by
     up to ``spread_deg`` and placed at a random multiple of the camera distance."""
     b = len(cameras)
-    cam_dir = torch.nn.functional.normalize(cameras.origins.cpu(), dim=-1)
-    noise = torch.randn(b, 3, generator=generator)
+    gen_device = generator.device if generator is not None else "cpu"  # draws stay on the generator's device
+    cam_dir = torch.nn.functional.normalize(cameras.origins.to(gen_device), dim=-1)
+    noise = torch.randn(b, 3, generator=generator, device=gen_device)
     noise = noise - (noise * cam_dir).sum(-1, keepdim=True) * cam_dir
     noise = torch.nn.functional.normalize(noise, dim=-1)
-    angle = torch.deg2rad(torch.rand(b, generator=generator) * spread_deg).unsqueeze(-1)
+    angle = torch.deg2rad(torch.rand(b, generator=generator, device=gen_device) * spread_deg).unsqueeze(-1)
     direction = cam_dir * torch.cos(angle) + noise * torch.sin(angle)
     lo, hi = distance_scale
-    scale = lo + (hi - lo) * torch.rand(b, generator=generator)
-    pos = direction * (cameras.distance.cpu() * scale).unsqueeze(-1)
+    scale = lo + (hi - lo) * torch.rand(b, generator=generator, device=gen_device)
+    pos = direction * (cameras.distance.to(gen_device) * scale).unsqueeze(-1)
     return pos.to(cameras.c2w.device)
 
 

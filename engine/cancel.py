@@ -18,6 +18,12 @@ from pathlib import Path
 from .errors import Cancelled
 
 CANCEL = "CANCEL"
+NOTHING_WRITTEN = "cancelled before the run started; nothing was written"
+
+
+class _Interrupt(BaseException):
+    """Raised by the signal handler inside ``interruptible()``: a BaseException, like KeyboardInterrupt,
+    so that a library's ``except Exception`` (a loader turning errors into its own) cannot swallow it."""
 SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None),
                             getattr(signal, "SIGBREAK", None)) if s is not None)
 
@@ -53,16 +59,18 @@ class CancelFlag:
         self.set = True
         if self._raise_now:
             self._raise_now = False  # a second signal must not interrupt the handling of the first
-            raise Cancelled("cancelled before the run started; nothing was written")
+            raise _Interrupt()
 
     @contextlib.contextmanager
     def interruptible(self):
         """Inside: a signal raises Cancelled immediately (for stages that have written nothing)."""
         if self.set:
-            raise Cancelled("cancelled before the run started; nothing was written")
+            raise Cancelled(NOTHING_WRITTEN)
         self._raise_now = True
         try:
             yield
+        except _Interrupt:
+            raise Cancelled(NOTHING_WRITTEN) from None
         finally:
             self._raise_now = False
 

@@ -200,10 +200,11 @@ def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
     events.attach(run_dir / runfolder.EVENTS)
     _setup_logging(run_dir, quiet=args.no_progress)
     events.emit("start", run_dir=run_dir, config=cfg.to_json(), engine_version=__version__, device=str(device),
-                resumed_from=None if state is None else int(state["step"]))
+                resumed_from=None if state is None else int(state["step"]), latent_encoder=guidance.latent_encoder)
     if changed:
         log.info("resume changed %s", ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
-    log.info("run folder %s, device %s, dtype %s, model %s (%s)", run_dir, device, dtype, cfg.model, guidance.family)
+    log.info("run folder %s, device %s, dtype %s, model %s (%s), latent encoder %s", run_dir, device, dtype, cfg.model,
+             guidance.family, guidance.latent_encoder or "none (pixel model)")
     from .train import Trainer
 
     trainer = Trainer(cfg, run_dir, events, guidance, device, progress_bar=not args.no_progress)
@@ -232,7 +233,7 @@ def load_guidance(cfg, device, dtype, cancel: CancelFlag, events: EventStream, r
 
     try:
         with cancel.interruptible():
-            return Guidance(cfg.model, device, dtype, offline=cfg.offline)
+            return Guidance(cfg.model, device, dtype, offline=cfg.offline, latent_encoder=cfg.latent_encoder)
     except Cancelled:
         # A new run has no folder yet; a resumed one keeps its folder and checkpoint untouched.
         events.emit("cancelled", run_dir=run_dir, step=None if state is None else int(state["step"]),

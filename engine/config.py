@@ -67,7 +67,20 @@ class JobConfig:
     background: str = "learned"  # learned (paper: MLP on ray direction) | white (constant; for white-background priors)
     random_background: float = 0.5  # share of steps that composite over a random solid colour instead (stable-dreamfusion: 0.5)
     background_lr_scale: float = 0.1  # the background MLP's lr = lr * background_lr_scale
-    normals: str = "finite_difference"  # finite_difference | analytic (see render.density_normals)
+    # normals from the density (engine/render/query.py): forward_difference (3 density evaluations) |
+    # finite_difference (central, 6; the first engine's) | analytic (autograd; double backward)
+    normals: str = "forward_difference"
+    normal_samples: str = "weighted"  # weighted: only samples whose weight can show | all (the first engine's)
+    # empty-space skipping (engine/occupancy.py); off + normals=finite_difference + normal_samples=all is
+    # the first engine's render path, kept for comparison (bench_sds.py --variants reference-vae,fast-vae)
+    occupancy_grid: bool = True
+    occupancy_resolution: int = 0  # cells per axis; 0: as many as samples_per_ray (cell ~ sample spacing)
+    occupancy_update_every: int = 16  # steps between grid updates
+    compile_field: bool = False  # torch.compile the field's encoding + MLP (needs a working inductor backend)
+    # latent models only: "vae" (the model's own VAE encoder) or a folder / hub id of a diffusers
+    # AutoencoderTiny (TAESD family, e.g. madebyollin/taesd for SD 1.x/2.x) whose ~1M-parameter encoder
+    # the SDS gradient then goes back through instead of the VAE's 34M
+    latent_encoder: str = "vae"
     # share of renders per shading mode (normalised each step); these start albedo-only for the first
     # 20% of the run (threestudio's ambient-only steps; the paper: geometry needs a rough colour before
     # textureless renders carry signal). albedo_warmup forces that many albedo-only steps first.
@@ -195,11 +208,13 @@ def _check_types(cfg: JobConfig) -> None:
     anything); numbers must be finite (NaN passes every `<` check, inf most of them)."""
     for f in dataclasses.fields(cfg):
         value, default = getattr(cfg, f.name), f.default
+        if value is None and "None" in str(f.type):  # optional settings: guidance_scale, iso, ...
+            continue
         if f.name in SCHEDULE_FIELDS:  # a number or a schedule's text (checked by validate_recipe_settings)
             ok = isinstance(value, (int, float, str)) and not isinstance(value, bool)
             want = "a number or a schedule START->END@FROM:TO"
-        elif default is None:  # optional numbers: guidance_scale, iso
-            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        elif default is None:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             want = "a number or none"
         elif isinstance(default, bool):
             ok, want = isinstance(value, bool), "true or false"
@@ -254,7 +269,14 @@ def validate(cfg: JobConfig) -> None:
     need(cfg.guidance_scale is None or cfg.guidance_scale >= 0, "guidance scale must be >= 0 (the paper used 100)")
     need(16 <= cfg.render_resolution <= 1024, "render resolution must be between 16 and 1024 pixels")
     need(4 <= cfg.samples_per_ray <= 1024, "samples per ray must be between 4 and 1024")
-    need(cfg.normals in ("finite_difference", "analytic"), f"normals must be finite_difference or analytic, got {cfg.normals!r}")
+    need(cfg.normals in ("forward_difference", "finite_difference", "analytic"),
+         f"normals must be forward_difference, finite_difference or analytic, got {cfg.normals!r}")
+    need(cfg.normal_samples in ("weighted", "all"), f"normal_samples must be weighted or all, got {cfg.normal_samples!r}")
+    need(cfg.occupancy_resolution == 0 or 8 <= cfg.occupancy_resolution <= 512,
+         f"occupancy_resolution must be 0 (auto) or 8-512 cells per axis, got {cfg.occupancy_resolution}")
+    need(cfg.occupancy_update_every >= 1, f"occupancy_update_every must be >= 1 step, got {cfg.occupancy_update_every}")
+    need(bool(str(cfg.latent_encoder).strip()),
+         "latent_encoder is empty: use vae, or a folder / hub id of a diffusers AutoencoderTiny (e.g. madebyollin/taesd)")
     need(cfg.background in ("learned", "white"), f"background must be learned or white, got {cfg.background!r}")
     need(cfg.encoding in ("hashgrid", "frequency"), f"encoding must be 'hashgrid' or 'frequency', got {cfg.encoding!r}")
     need(1 <= cfg.hash_levels <= 32 and 10 <= cfg.hash_log2_table <= 24, "hash grid: levels 1-32, log2 table size 10-24")

@@ -15,23 +15,17 @@ Each view prompt is encoded once per run; per step, a camera batch picks (or ble
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from .cameras import VIEW_LABELS, view_label, view_prompt
+from .cameras import VIEW_LABELS, view_prompt
 
 # threestudio's prompt_processors/base.py defaults: (a, b, c) for a*exp(-b*r) + c.
 PERP_NEG_F_FS = (4.0, 0.5, -2.426)  # front view's negative "side" weight: f_fs(1) = 0 at pure side
 PERP_NEG_F_SF = (4.0, 0.5, -2.426)
 PERP_NEG_F_SB = (1.0, 0.5, -0.606)
 PERP_NEG_F_FSB = (1.0, 0.5, 0.967)
-
-
-def _decay(abc: tuple[float, float, float], r: float) -> float:
-    a, b, c = abc
-    return a * math.exp(-b * r) + c
 
 
 @dataclass
@@ -44,28 +38,17 @@ class ViewConditioning:
     negative_weights: torch.Tensor | None = None  # (B, K), <= 0
 
 
-def interpolation(azimuth: float) -> tuple[str, str, float]:
-    """(near label, far label, r): the blend is r * near + (1 - r) * far. Front half: front/side with
-    r = 1 - |a|/90; back half: side/back with r = 2 - |a|/90 (threestudio and stable-dreamfusion)."""
-    a = abs((azimuth + 180.0) % 360.0 - 180.0)
-    if a < 90.0:
-        return "front", "side", 1.0 - a / 90.0
-    return "side", "back", 2.0 - a / 90.0
-
-
-def perp_neg_terms(azimuth: float, elevation: float, overhead_elevation: float) -> list[tuple[str | None, float]]:
-    """Perp-Neg's two (negative label, weight) pairs for one camera; label None means the
-    unconditional embedding with weight 0 (overhead views get no negatives, as in threestudio)."""
-    if elevation > overhead_elevation:
-        return [(None, 0.0), (None, 0.0)]
-    near, _, r = interpolation(azimuth)
-    if near == "front":
-        return [("front", -_decay(PERP_NEG_F_FS, r)), ("side", -_decay(PERP_NEG_F_SF, 1.0 - r))]
-    return [("side", -_decay(PERP_NEG_F_SB, r)), ("front", -_decay(PERP_NEG_F_FSB, r))]
+FRONT, SIDE, BACK, OVERHEAD, UNCOND = range(5)  # rows of ViewPrompts.table (VIEW_LABELS order, then uncond)
 
 
 class ViewPrompts:
-    """The run's prompt as text embeddings per view; ``for_cameras`` gives a batch's conditions."""
+    """The run's prompt as text embeddings per view; ``for_cameras`` gives a batch's conditions,
+    computed on the cameras' device (no angle is read back to the host).
+
+    Blend (``interpolate``): r * near + (1 - r) * far with front/side and r = 1 - |a|/90 on the front
+    half, side/back and r = 2 - |a|/90 on the back half (threestudio and stable-dreamfusion).
+    Perp-Neg negatives: front half [front, side] with weights [-f_fs(r), -f_sf(1 - r)], back half
+    [side, front] with [-f_sb(r), -f_fsb(r)]; overhead views none (threestudio's rules)."""
 
     def __init__(self, encode, prompt: str, negative_prompt: str = "", mode: str = "labels", perp_neg: bool = False,
                  overhead_elevation: float = 60.0):
@@ -76,21 +59,28 @@ class ViewPrompts:
         self.overhead_elevation = overhead_elevation
         self.uncond = encode([negative_prompt])[0]
         self.views = {label: encode([view_prompt(prompt, label)])[0] for label in VIEW_LABELS}
+        self.table = torch.stack([self.views[label] for label in VIEW_LABELS] + [self.uncond])  # (5, L, D)
 
-    def positive(self, azimuth: float, elevation: float) -> torch.Tensor:
-        label = view_label(azimuth, elevation, self.overhead_elevation)
-        if self.mode == "labels" or label == "overhead":
-            return self.views[label]
-        near, far, r = interpolation(azimuth)
-        return r * self.views[near] + (1.0 - r) * self.views[far]
-
-    def for_cameras(self, azimuth: torch.Tensor, elevation: torch.Tensor) -> ViewConditioning:
-        angles = list(zip(azimuth.tolist(), elevation.tolist()))
-        cond = torch.stack([self.positive(a, e) for a, e in angles])
+    def for_cameras(self, cams) -> ViewConditioning:
+        table = self.table
+        a = ((cams.azimuth + 180.0) % 360.0 - 180.0).abs().to(table.device)
+        overhead = cams.elevation.to(table.device) > self.overhead_elevation
+        front_half = a < 90.0
+        r = torch.where(front_half, 1.0 - a / 90.0, 2.0 - a / 90.0)  # share of the nearer view
+        if self.mode == "labels":
+            cond = table[cams.label_index(self.overhead_elevation).to(table.device)]
+        else:
+            near = torch.where(front_half, FRONT, SIDE)
+            far = torch.where(front_half, SIDE, BACK)
+            w = r.view(-1, 1, 1).to(table.dtype)
+            cond = torch.where(overhead.view(-1, 1, 1), table[OVERHEAD], w * table[near] + (1.0 - w) * table[far])
         uncond = self.uncond.expand_as(cond)
         if not self.perp_neg:
             return ViewConditioning(cond, uncond)
-        terms = [perp_neg_terms(a, e, self.overhead_elevation) for a, e in angles]
-        negatives = torch.stack([torch.stack([self.uncond if lab is None else self.views[lab] for lab, _ in t]) for t in terms])
-        weights = torch.tensor([[w for _, w in t] for t in terms], dtype=torch.float32, device=cond.device)
-        return ViewConditioning(cond, uncond, negatives, weights)
+        decay = lambda abc, x: abc[0] * torch.exp(-abc[1] * x) + abc[2]  # noqa: E731
+        neg_idx = torch.stack([torch.where(front_half, FRONT, SIDE), torch.where(front_half, SIDE, FRONT)], dim=1)
+        weights = -torch.stack([torch.where(front_half, decay(PERP_NEG_F_FS, r), decay(PERP_NEG_F_SB, r)),
+                                torch.where(front_half, decay(PERP_NEG_F_SF, 1.0 - r), decay(PERP_NEG_F_FSB, r))], dim=1)
+        neg_idx = torch.where(overhead.view(-1, 1), UNCOND, neg_idx)
+        weights = torch.where(overhead.view(-1, 1), torch.zeros_like(weights), weights)
+        return ViewConditioning(cond, uncond, table[neg_idx], weights.float())

@@ -7,6 +7,7 @@ EngineError after leaving the last checkpoint on disk; the CLI turns that into e
 from __future__ import annotations
 
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .cameras import orbit_cameras, sample_cameras, sample_light_positions
 from .config import JobConfig
 from .errors import Cancelled, OutOfMemory
 from .field import BackgroundField, NeRFField, SolidBackground
+from .occupancy import OccupancyGrid
 from .prompts import ViewPrompts
 from .protocol import EventStream
 from .render import SHADING_MODES, render
@@ -45,6 +47,11 @@ OOM_ADVICE = (
 )
 
 
+def _as_tuple(value):
+    """random.Random's state back from a checkpoint (lists after a round trip)."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 class Trainer:
     def __init__(self, cfg: JobConfig, run_dir: Path, events: EventStream, guidance, device: torch.device,
                  progress_bar: bool = True):
@@ -62,13 +69,22 @@ class Trainer:
         groups.append({"params": list(self.background.parameters()), "lr": cfg.lr * cfg.background_lr_scale, "name": "background"})
         self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=step_guard.fused_supported(device))
         self.guard = step_guard.StepGuard(self.optimizer)  # skips non-finite updates on the device
-        self.rng = torch.Generator().manual_seed(cfg.seed)  # cameras, lights, shading choice, SDS t and noise
+        if cfg.compile_field:
+            self.field.compile_query()
+        # Cameras, lights, ray jitter, SDS t and noise: drawn on the device, so a step needs no host copy.
+        self.rng = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.host_rng = random.Random(cfg.seed)  # host-side choices only (the shading mode of a step)
         self.step = 0
         self.guidance_scale = cfg.guidance_scale if cfg.guidance_scale is not None else guidance.default_guidance_scale()
-        # Text embeddings once per view label (not per step), plus the unconditional/negative one.
+        # Text embeddings once per view label (not per step), plus the unconditional/negative one; a
+        # step picks (or blends) its views' rows of ``prompts.table`` on the device.
         self.prompts = ViewPrompts(guidance.encode_text, cfg.prompt, cfg.negative_prompt, mode=cfg.view_embedding,
                                    perp_neg=cfg.perp_neg, overhead_elevation=cfg.overhead_elevation)
         self.uncond, self.cond = self.prompts.uncond, self.prompts.views
+        guidance.release_text_encoder()
+        self.occupancy = None
+        if cfg.occupancy_grid:
+            self.occupancy = OccupancyGrid(cfg.bound, cfg.occupancy_resolution or max(16, cfg.samples_per_ray), device=device)
         self.cancel = CancelFlag()
 
     # --- state ------------------------------------------------------------------------------------
@@ -79,6 +95,8 @@ class Trainer:
             "background": self.background.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": self.rng.get_state(),
+            "rng_device": self.device.type,
+            "host_rng": self.host_rng.getstate(),
             "torch_rng": torch.get_rng_state(),
             "engine_version": __version__,
         }
@@ -87,9 +105,15 @@ class Trainer:
         self.field.load_state_dict(state["field"])
         self.background.load_state_dict(state["background"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.rng.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
+        if state.get("rng_device", "cpu") == self.device.type:
+            self.rng.set_state(state["rng"])
+        else:  # a generator's state only fits its own device type: reseed, deterministically per step
+            log.warning("resuming on %s a run saved on %s: camera/noise draws are reseeded", self.device.type, state.get("rng_device"))
+            self.rng.manual_seed(self.cfg.seed + self.step)
+        if "host_rng" in state:
+            self.host_rng.setstate(_as_tuple(state["host_rng"]))
+        torch.set_rng_state(state["torch_rng"])
 
     def save_checkpoint(self) -> Path:
         path = runfolder.save_checkpoint(self.run_dir, self.state_dict())
@@ -102,10 +126,19 @@ class Trainer:
         return schedule.value_at(getattr(self.cfg, key), self.step, self.cfg.steps)
 
     def shading_mode(self) -> str:
+        """A host-side choice (it decides what the render computes), from the host generator."""
         if self.step < self.cfg.albedo_warmup:
             return "albedo"
-        ratios = torch.tensor([self.scheduled(k) for k in ("albedo_ratio", "shaded_ratio", "textureless_ratio")])
-        return SHADING_MODES[int(torch.multinomial(ratios, 1, generator=self.rng))]
+        ratios = [self.scheduled(k) for k in ("albedo_ratio", "shaded_ratio", "textureless_ratio")]
+        return self.host_rng.choices(SHADING_MODES, weights=ratios)[0]
+
+    def update_occupancy(self) -> None:
+        """Refresh the occupancy grid every ``occupancy_update_every`` steps (and before the first)."""
+        grid = self.occupancy
+        if grid is None or (grid.updates > 0 and self.step % self.cfg.occupancy_update_every != 0):
+            return
+        # The renderer's widest sample spacing: the sphere's diameter over the samples per ray.
+        grid.update(self.field.density, 2.0 * self.cfg.bound / self.cfg.samples_per_ray, generator=self.rng)
 
     def t_range(self) -> tuple[float, float]:
         t_min, t_max = self.scheduled("t_min"), self.scheduled("t_max")
@@ -115,9 +148,10 @@ class Trainer:
         return t_min, t_max + (self.cfg.t_anneal_to - t_max) * frac
 
     def training_background(self):
-        """The learned background, or on a ``random_background`` share of steps one random colour."""
-        if self.cfg.random_background > 0 and float(torch.rand(1, generator=self.rng)) < self.cfg.random_background:
-            return SolidBackground(torch.rand(3, generator=self.rng).to(self.device))
+        """The learned background, or on a ``random_background`` share of steps one random colour
+        (the choice on the host, the colour on the device: no synchronisation)."""
+        if self.cfg.random_background > 0 and self.host_rng.random() < self.cfg.random_background:
+            return SolidBackground(torch.rand(3, generator=self.rng, device=self.rng.device).to(self.device))
         return self.background
 
     def sample_view(self, mode: str | None = None):
@@ -139,11 +173,15 @@ class Trainer:
         return [self.scheduled("orientation_weight") * orientation, self.scheduled("opacity_weight") * losses.opacity_loss(out)]
 
     def train_step(self) -> dict:
+        """One SDS step. Nothing is read back to the host: the returned loss and diagnostics are
+        device tensors (read them when reporting)."""
         cfg = self.cfg
+        self.update_occupancy()
         cams, lights, mode, background = self.sample_view()
         out = render(self.field, background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
-                     light_positions=lights, ambient=cfg.ambient, generator=self.rng, normals=cfg.normals)
-        view = self.prompts.for_cameras(cams.azimuth, cams.elevation)
+                     light_positions=lights, ambient=cfg.ambient, generator=self.rng, normals=cfg.normals,
+                     normal_samples=cfg.normal_samples, occupancy=self.occupancy)
+        view = self.prompts.for_cameras(cams)
         sds, info = self.guidance.sds_loss(out.image, view.cond, view.uncond, self.guidance_scale, self.t_range(),
                                            generator=self.rng, negatives=view.negatives, negative_weights=view.negative_weights)
         loss = sds
@@ -153,7 +191,7 @@ class Trainer:
         loss.backward()
         self.guard.step(loss)
         self.step += 1
-        return {"loss": float(loss.detach()), "sds": float(sds.detach()), "mode": mode, "grad_norm": info["grad_norm"]}
+        return {"loss": loss.detach(), "sds": sds.detach(), "mode": mode, "grad_norm": info["grad_norm"]}
 
     # --- previews ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -172,7 +210,8 @@ class Trainer:
                 sub = cams[i]
                 out = render(self.field, self.background, sub, cfg.render_resolution, cfg.samples_per_ray,
                              shading="shaded" if mode == "albedo" else "textureless", light_positions=lights[i:i + 1],
-                             ambient=0.3, perturb=False, normals=cfg.normals)
+                             ambient=0.3, perturb=False, normals=cfg.normals, normal_samples=cfg.normal_samples,
+                             occupancy=self.occupancy)
                 imgs.append(out.image.detach()[0])
             rows.append(torch.cat(imgs, dim=2))
         grid = torch.cat(rows, dim=1).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
@@ -224,17 +263,21 @@ class Trainer:
                 eta = (cfg.steps - self.step) / rate if rate > 0 else None
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{stats['loss']:.3g}", mode=stats["mode"][:4])
+                # The loss is read back to the host only when reported (at most ~4 times a second):
+                # on a GPU each read waits for the step to finish.
                 if now - last_emit > 0.25 or self.step == cfg.steps or self.step == start_step + 1:
                     last_emit = now
-                    self.events.emit("progress", stage="train", step=self.step, total=cfg.steps, loss=round(stats["loss"], 6),
+                    loss = float(stats["loss"])
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{loss:.3g}", mode=stats["mode"][:4])
+                    self.events.emit("progress", stage="train", step=self.step, total=cfg.steps, loss=round(loss, 6),
                                      elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 1),
                                      skipped=self.guard.skipped)
                 if self.step % cfg.preview_every == 0 or self.step == cfg.steps or self.step == start_step + 1:
                     self.write_preview()
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save_checkpoint()
-                    log.info("step %d/%d loss %.4g", self.step, cfg.steps, stats["loss"])
+                    log.info("step %d/%d loss %.4g", self.step, cfg.steps, float(stats["loss"]))
         finally:
             if bar is not None:
                 bar.close()

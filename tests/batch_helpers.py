@@ -19,7 +19,8 @@ TINY = [
     "--set", "preview_views=1", "--set", "albedo_warmup=1",
 ]
 GOOD = ["a red cube", "a blue sphere", "a green cylinder", "a yellow cone"]
-BAD = "a " + "very " * 80 + "long prompt"  # over the engine's 300 characters: exit 2 (bad input)
+# over the engine's 300 characters: exit 2 (bad input); starting with "-" it must still reach the engine as a prompt
+BAD = "-a " + "very " * 80 + "long prompt"
 
 
 def write_prompts(path: Path, prompts: list[str]) -> Path:

@@ -339,8 +339,11 @@ def test_sigint_during_load(tmp_path, capsys, monkeypatch):
     import engine.guidance
 
     def slow_load(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(30)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)
+        except Exception as exc:  # as loaders do: turn any error into their own
+            raise OSError("the loader's own error") from exc
         raise AssertionError("the signal did not interrupt the load")
 
     monkeypatch.setattr(engine.guidance, "Guidance", slow_load)
@@ -390,35 +393,49 @@ def test_cancel_file_during_reexport(run_copy, capsys, monkeypatch):
     assert not [p for p in run_copy.iterdir() if "export" in p.name or "asset" in p.name]  # no partial folder
 
 
-@pytest.mark.parametrize("sig, command", [(signal.SIGINT, "export"), (signal.SIGTERM, "generate")],
-                         ids=["sigint-export", "sigterm-export"])
-def test_signal_during_export(sig, command, run_copy, tmp_path):
-    """In a real worker process (signals, the Blender add-on's Cancel): the export stops at once even
-    inside one long library call, exits 130 with the run folder, keeps the checkpoint, leaves no partial."""
-    heavy = ["--mesh-resolution", "256", "--texture-size", "2048"]  # an export of many seconds
-    if command == "export":
-        argv, run_dir = ["export", str(run_copy), *heavy], run_copy
-    else:
-        argv, run_dir = ["generate", "a red cube", "--out", str(tmp_path / "gen"), *TINY, *heavy], None
+def test_sigint_during_export_in_a_worker_process(run_copy):
+    """sigint-export, in a real worker process (as the Blender add-on's Cancel): the export stops at
+    once even inside one long library call, exits 130 with the run folder, keeps the checkpoint, leaves
+    no partial folder, and stdout stays pure JSON events."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    argv = ["export", str(run_copy), "--mesh-resolution", "256", "--texture-size", "2048"]  # an export of many seconds
     proc = subprocess.Popen([sys.executable, "-m", "engine", *argv, "--json-events", "--no-progress"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = tree_hash(run_copy / "checkpoints")
     events = []
     for line in proc.stdout:
         events.append(stdout_events(line)[0])
-        if events[-1]["event"] == "start":
-            run_dir = Path(events[-1]["run_dir"])
         if events[-1]["event"] == "progress" and events[-1]["stage"] == "export":
-            checkpoint = tree_hash(run_dir / "checkpoints")
-            proc.send_signal(sig)
+            proc.send_signal(signal.SIGINT)
             sent = time.monotonic()
             break
     events += stdout_events(proc.stdout.read())
     assert proc.wait(timeout=60) == 130, proc.stderr.read()[-2000:]
-    print(f"{signal.Signals(sig).name} during export: exited {time.monotonic() - sent:.2f} s after the signal")
-    assert events[-1]["event"] == "cancelled" and events[-1]["run_dir"] == str(run_dir)
-    assert tree_hash(run_dir / "checkpoints") == checkpoint
-    assert not [p for p in run_dir.iterdir() if "partial" in p.name or p.name.startswith(("asset", "export"))]
+    print(f"SIGINT during export: exited {time.monotonic() - sent:.2f} s after the signal")
+    assert events[-1]["event"] == "cancelled" and events[-1]["run_dir"] == str(run_copy)
+    assert tree_hash(run_copy / "checkpoints") == checkpoint
+    assert not [p for p in run_copy.iterdir() if "partial" in p.name or p.name.startswith(("asset", "export"))]
+
+
+def test_sigterm_during_generates_export(tmp_path, capsys, monkeypatch):
+    """sigterm-export: the handler is held from load to the end of export (it used to be restored
+    before the export, so SIGTERM killed the process and left asset.partial/)."""
+    from engine import export_run
+
+    real = export_run._Progress.__call__
+
+    def terminate_on_first(self, stage, fraction):
+        if not hasattr(self, "sent"):
+            self.sent = os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, stage, fraction)
+
+    monkeypatch.setattr(export_run._Progress, "__call__", terminate_on_first)
+    code, events, err = run_cli(capsys, ["generate", "a red cube", "--out", str(tmp_path), *TINY])
+    assert code == 130, err
+    (run,) = tmp_path.iterdir()
+    assert events[-1]["event"] == "cancelled" and events[-1]["run_dir"] == str(run) and events[-1]["step"] == 2
+    assert torch.load(events[-1]["checkpoint"], weights_only=True)["step"] == 2
+    assert not [p for p in run.iterdir() if "partial" in p.name or p.name.startswith(("asset", "export"))]
 
 
 # --- 4. non-finite steps are skipped for real ------------------------------------------------------

@@ -34,7 +34,7 @@ def test_local_batch_retries_a_killed_engine_fails_a_bad_prompt_alone_and_reruns
 
     rc, events, err = run_batch_live([str(prompts), "--out", str(out), "--workers", "2", "--device", "cpu", *TINY],
                                      kill_first_engine)
-    assert rc == 7, err[-3000:]  # ran, one prompt failed
+    assert rc == 8, err[-3000:]  # ran, one prompt failed
     manifest = json.loads((out / "batch.json").read_text())
     jobs = manifest["jobs"]
     for prompt in GOOD[:2]:
@@ -113,6 +113,7 @@ def test_prompts_file_that_is_a_folder(tmp_path, capsys):
     (["--steps", "0"], "positive"),  # the engine's own validation, once for the batch
     (["--set", "bogus=1"], "unknown setting"),
     (["--ray", "not-an-address"], "HOST:PORT"),
+    (["--ray", "auto", "--device", "cuda:1"], "Ray picks each task's GPU"),
 ])
 def test_bad_options(tmp_path, capsys, prompts, extra, match):
     if extra[0] == "--ray":
@@ -170,10 +171,12 @@ def test_ray_address_where_nothing_listens(tmp_path, capsys, prompts):
 # ---------------------------------------------------------------- pieces
 def test_generate_options_are_forwarded_to_every_engine():
     args = cli.build_parser().parse_args(["batch", "p.txt", "--out", "o", "--steps", "3", "--set", "a=1", "--set", "b=2",
-                                          "--offline", "--preset", "draft", "--workers", "2"])
+                                          "--offline", "--preset", "draft", "--workers", "2", "--negative-prompt=-blurry"])
     argv, settings = forwarded_argv(args)
-    assert argv == ["--preset", "draft", "--steps", "3", "--offline", "--set", "a=1", "--set", "b=2"]
-    assert settings == {"preset": "draft", "steps": 3, "offline": True, "set": ["a=1", "b=2"]}
+    assert argv == ["--preset=draft", "--negative-prompt=-blurry", "--steps=3", "--offline", "--set=a=1", "--set=b=2"]
+    assert settings == {"preset": "draft", "negative_prompt": "-blurry", "steps": 3, "offline": True, "set": ["a=1", "b=2"]}
+    again = cli.build_parser().parse_args(["generate", "a mug", *argv])  # the engine reads them back as given
+    assert (again.negative_prompt, again.steps, again.set, again.offline) == ("-blurry", 3, ["a=1", "b=2"], True)
 
 
 def test_manifest_write_is_atomic(tmp_path):

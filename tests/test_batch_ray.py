@@ -45,7 +45,7 @@ def batch(cluster, tmp_path_factory):
 
 def test_all_four_assets_come_back_with_their_run_folders(batch):
     out, jobs = batch["out"], batch["manifest"]["jobs"]
-    assert batch["rc"] == 7, batch["err"][-3000:]  # one prompt failed
+    assert batch["rc"] == 8, batch["err"][-3000:]  # one prompt failed
     for prompt in GOOD:
         rec = jobs[job_id(prompt)]
         assert rec["status"] == "done" and is_glb(out / rec["glb"]), rec

@@ -4,10 +4,33 @@ the text encoder's output (the token sequence for every encoder class), on tiny 
 import pytest
 import torch
 
+import math
+
+from engine.cameras import make_cameras
 from engine.guidance import Guidance, perpendicular_component
-from engine.prompts import ViewPrompts, interpolation, perp_neg_terms
+from engine.prompts import PERP_NEG_F_FS, PERP_NEG_F_FSB, PERP_NEG_F_SB, PERP_NEG_F_SF, ViewPrompts
 
 CPU = torch.device("cpu")
+
+
+def cams(az, el):
+    return make_cameras(torch.tensor(az), torch.tensor(el), 2.0, 1.0)
+
+
+# The references' rules for one camera, written out independently of the engine's batched code.
+def interpolation(azimuth):
+    a = abs((azimuth + 180.0) % 360.0 - 180.0)
+    return ("front", "side", 1.0 - a / 90.0) if a < 90.0 else ("side", "back", 2.0 - a / 90.0)
+
+
+def perp_neg_terms(azimuth, elevation, overhead=60.0):
+    f = lambda abc, r: abc[0] * math.exp(-abc[1] * r) + abc[2]  # noqa: E731
+    if elevation > overhead:
+        return [(None, 0.0), (None, 0.0)]
+    near, _, r = interpolation(azimuth)
+    if near == "front":
+        return [("front", -f(PERP_NEG_F_FS, r)), ("side", -f(PERP_NEG_F_SF, 1.0 - r))]
+    return [("side", -f(PERP_NEG_F_SB, r)), ("front", -f(PERP_NEG_F_FSB, r))]
 
 
 def fake_encode(texts):
@@ -18,34 +41,39 @@ def fake_encode(texts):
 
 def test_labels_mode_picks_one_embedding_per_view():
     vp = ViewPrompts(fake_encode, "a mug", mode="labels")
-    view = vp.for_cameras(torch.tensor([0.0, 60.0, 170.0, 10.0]), torch.tensor([0.0, 0.0, 0.0, 80.0]))
+    view = vp.for_cameras(cams([0.0, 60.0, 170.0, 10.0], [0.0, 0.0, 0.0, 80.0]))
     assert view.cond[:, 0, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
     assert view.negatives is None and torch.equal(view.uncond, torch.zeros(4, 3, 2))
 
 
 def test_interpolated_embeddings_blend_by_azimuth():
     vp = ViewPrompts(fake_encode, "a mug", mode="interpolate")
-    az = torch.tensor([0.0, 45.0, -45.0, 90.0, 135.0, 180.0, -180.0, 30.0])
-    el = torch.tensor([0.0] * 7 + [75.0])
-    got = vp.for_cameras(az, el).cond[:, 0, 0]
+    got = vp.for_cameras(cams([0.0, 45.0, -45.0, 90.0, 135.0, 180.0, -180.0, 30.0], [0.0] * 7 + [75.0])).cond[:, 0, 0]
     # front=1, side=2, back=3: 45° is halfway front->side, 135° halfway side->back; overhead stays a label.
     assert got.tolist() == pytest.approx([1.0, 1.5, 1.5, 2.0, 2.5, 3.0, 3.0, 4.0])
-    assert interpolation(-30.0) == ("front", "side", pytest.approx(2 / 3))
+    # Any azimuth: the blend of the two nearest views, as the references' rule for one camera.
+    az = torch.linspace(-180.0, 180.0, 37).tolist()
+    code = {"front": 1.0, "side": 2.0, "back": 3.0}
+    want = [r * code[n] + (1 - r) * code[f] for n, f, r in map(interpolation, az)]
+    assert vp.for_cameras(cams(az, [0.0] * 37)).cond[:, 0, 0].tolist() == pytest.approx(want, abs=1e-5)
 
 
 def test_perp_neg_weights_follow_threestudio():
-    # Pure front: no "front" negative, a "side" negative of -(4 e^-0 - 2.426) = -1.574.
-    (l1, w1), (l2, w2) = perp_neg_terms(0.0, 0.0, 60.0)
-    assert (l1, l2) == ("front", "side") and w1 == pytest.approx(0.0, abs=1e-3) and w2 == pytest.approx(-1.574, abs=1e-3)
-    # Pure back: negatives side (-(1 - 0.606)) and front (-(1 + 0.967)).
-    (l1, w1), (l2, w2) = perp_neg_terms(180.0, 0.0, 60.0)
-    assert (l1, l2) == ("side", "front") and w1 == pytest.approx(-0.394) and w2 == pytest.approx(-1.967)
-    # Overhead: no negatives.
-    assert [w for _, w in perp_neg_terms(0.0, 70.0, 60.0)] == [0.0, 0.0]
+    # Pure front: no "front" negative, a "side" negative of -(4 e^-0 - 2.426) = -1.574; pure back:
+    # side -(1 - 0.606) and front -(1 + 0.967); overhead: none.
     vp = ViewPrompts(fake_encode, "a mug", mode="interpolate", perp_neg=True)
-    view = vp.for_cameras(torch.tensor([0.0, 180.0]), torch.tensor([0.0, 0.0]))
-    assert view.negatives.shape == (2, 2, 3, 2) and view.negative_weights.shape == (2, 2)
-    assert view.negatives[1, :, 0, 0].tolist() == [2.0, 1.0]  # back view: side, then front
+    view = vp.for_cameras(cams([0.0, 180.0, 0.0], [0.0, 0.0, 70.0]))
+    assert view.negatives.shape == (3, 2, 3, 2) and view.negative_weights.shape == (3, 2)
+    assert view.negative_weights.flatten().tolist() == pytest.approx([0.0, -1.574, -0.394, -1.967, 0.0, 0.0], abs=1e-3)
+    assert view.negatives[:, :, 0, 0].tolist() == [[1.0, 2.0], [2.0, 1.0], [0.0, 0.0]]  # overhead: the uncond rows
+    # Every azimuth and elevation: the references' rule for one camera.
+    az, el = torch.linspace(-180.0, 180.0, 25).tolist(), [0.0, 30.0, 65.0] * 8 + [0.0]
+    view = vp.for_cameras(cams(az, el))
+    code = {None: 0.0, "front": 1.0, "side": 2.0, "back": 3.0}
+    for i, (a, e) in enumerate(zip(az, el)):
+        terms = perp_neg_terms(a, e)
+        assert view.negatives[i, :, 0, 0].tolist() == [code[lab] for lab, _ in terms]
+        assert view.negative_weights[i].tolist() == pytest.approx([w for _, w in terms], abs=1e-5)
 
 
 def test_perpendicular_component_is_orthogonal_per_sample():
@@ -86,7 +114,7 @@ def test_perp_neg_combination_matches_the_formula(pixel):
 def test_sds_runs_with_perp_neg(pixel):
     images = torch.rand(1, 3, 32, 32, requires_grad=True)
     vp = ViewPrompts(pixel.encode_text, "a red cube", mode="interpolate", perp_neg=True)
-    view = vp.for_cameras(torch.tensor([150.0]), torch.tensor([10.0]))
+    view = vp.for_cameras(cams([150.0], [10.0]))
     loss, _ = pixel.sds_loss(images, view.cond, view.uncond, 20.0, (0.02, 0.98), generator=torch.Generator().manual_seed(0),
                              negatives=view.negatives, negative_weights=view.negative_weights)
     loss.backward()

@@ -76,12 +76,12 @@ def test_textureless_render_is_albedo_free():
     assert (srgb[0] > srgb[1] + 0.2).float().mean() > 0.9, "shaded render keeps the red albedo"
 
 
-@pytest.mark.parametrize("method", ["finite_difference", "analytic"])
+@pytest.mark.parametrize("method", ["forward_difference", "finite_difference", "analytic"])
 def test_normals_of_a_sphere_point_outward(method):
     res = 32
     cams = make_cameras(30.0, 20.0, 2.5, 1.0)
     out = render(AnalyticSphere(), ConstantBackground(), cams, res, 128, shading="textureless",
-                 light_positions=cams.origins.clone(), ambient=0.0, perturb=False, normals=method)
+                 light_positions=cams.origins.clone(), ambient=0.0, perturb=False, normals=method, want_normal_image=True)
     mask = out.opacity[0, 0] > 0.99
     normals = torch.nn.functional.normalize(out.normal_image[0].permute(1, 2, 0)[mask], dim=-1)
     # The expected normal at each pixel is the unit vector to the surface point hit by its ray.

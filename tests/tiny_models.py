@@ -85,3 +85,15 @@ def make_tiny_latent_model(folder, seed: int = 0) -> Path:
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def make_tiny_taesd(folder, downsamplings: int = 1, seed: int = 0) -> Path:
+    """A tiny random diffusers AutoencoderTiny (TAESD family) with 4 latent channels and
+    2**downsamplings downsampling (1 matches make_tiny_latent_model's VAE)."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    n = downsamplings + 1
+    AutoencoderTiny(encoder_block_out_channels=(8,) * n, decoder_block_out_channels=(8,) * n, num_encoder_blocks=(1,) * n,
+                    num_decoder_blocks=(1,) * n, latent_channels=4).save_pretrained(folder, safe_serialization=True)
+    return Path(folder)

@@ -34,4 +34,4 @@ if __name__ == "__main__":
         die_with_parent(parent)
     from ..cli import main
 
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], claim_fd=True))  # as `python -m engine`: fd 1 carries events only

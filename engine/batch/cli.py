@@ -13,7 +13,7 @@ from ..config import JobConfig, build_config, parse_set_option
 from .prompts import HELP as PROMPTS_HELP
 
 # generate's options that are not the asset's: the batch sets these itself per prompt
-NOT_FORWARDED = {"help", "prompt", "out", "resume", "json_events", "no_progress", "device", "no_export"}
+NOT_FORWARDED = {"help", "prompt", "prompt_opt", "out", "resume", "json_events", "no_progress", "device", "no_export"}
 
 
 def add_parser(sub) -> None:
@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     b.add_argument("prompts_file", metavar="PROMPTS_FILE", help=PROMPTS_HELP)
     b.add_argument("--out", required=True, help="batch folder: <job>.glb files, runs/, batch.json manifest, batch-events.jsonl")
     b.add_argument("--workers", type=int, help="prompts at once (default: one per GPU, 1 on the CPU; with --ray: no cap)")
-    b.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N  (local workers only)")
+    b.add_argument("--device", help="auto (default: the GPUs, else the CPU) | cpu | cuda | cuda:N (this machine); "
+                                    "with --ray: cpu asks for no GPU, cuda for the task's GPU")
     b.add_argument("--ray", metavar="auto|ADDRESS", help="run on a Ray cluster: auto (one on this machine) or the head's HOST:PORT")
     b.add_argument("--shared-out", action="store_true",
                    help="--ray: workers see --out at the same path (e.g. NFS): they write run folders there, and retries resume")
@@ -53,13 +54,13 @@ def forwarded_argv(args) -> tuple[list[str], dict]:
             continue
         flag = next(s for s in action.option_strings if s.startswith("--"))
         settings[action.dest] = value
+        # FLAG=VALUE as one item: a value that starts with "-" (a negative prompt "-blurry") stays a value
         if isinstance(action, argparse._StoreTrueAction):
             argv.append(flag)
         elif isinstance(action, argparse._AppendAction):
-            for item in value:
-                argv += [flag, str(item)]
+            argv += [f"{flag}={item}" for item in value]
         else:
-            argv += [flag, str(value)]
+            argv.append(f"{flag}={value}")
     return argv, settings
 
 

@@ -15,7 +15,7 @@ from .progress import BatchProgress
 from .prompts import read_jobs
 
 EVENTS_FILE = "batch-events.jsonl"
-EXIT_SOME_FAILED = 7  # the batch ran; at least one prompt failed (see the manifest)
+EXIT_SOME_FAILED = 8  # the batch ran; at least one prompt failed (see the manifest). Not 7: the engine's "diverged"
 EXIT_CANCELLED = 130
 
 
@@ -47,6 +47,8 @@ def check_options(opts: BatchOptions) -> None:
         raise ConfigError(f"--cpus-per-task must be positive (got {opts.cpus_per_task:g})")
     if opts.gpus_per_task is not None and opts.gpus_per_task < 0:
         raise ConfigError(f"--gpus-per-task must be 0 or more (got {opts.gpus_per_task:g})")
+    if opts.ray is not None and opts.device not in (None, "auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {opts.device} with --ray: give auto, cpu or cuda (Ray picks each task's GPU)")
     if opts.ray is None:
         for flag, given in (("--shared-out", opts.shared_out), ("--gpus-per-task", opts.gpus_per_task is not None),
                             ("--keep-checkpoints", opts.keep_checkpoints)):
@@ -116,7 +118,8 @@ def run_batch(opts: BatchOptions, events: EventStream) -> int:
         elif todo:
             from .ray_backend import run_ray
 
-            completed = run_ray(todo, spec, progress, finish, address=opts.ray, workers=opts.workers,
+            device = opts.device if opts.device not in (None, "auto") else None  # else Ray's GPU, or the CPU
+            completed = run_ray(todo, dict(spec, device=device), progress, finish, address=opts.ray, workers=opts.workers,
                                 gpus_per_task=opts.gpus_per_task, cpus_per_task=opts.cpus_per_task,
                                 max_retries=opts.max_retries, ship_engine=opts.ship_engine)
     finally:

@@ -105,7 +105,8 @@ def run_ray(todo, spec: dict, progress, finish, *, address: str, workers: int | 
     connect(ray, address, ship_engine)
     try:
         cluster_gpus = ray.cluster_resources().get("GPU", 0)
-        gpus = (1 if cluster_gpus else 0) if gpus_per_task is None else gpus_per_task
+        wants_gpu = cluster_gpus and spec.get("device") != "cpu"
+        gpus = (1 if wants_gpu else 0) if gpus_per_task is None else gpus_per_task
         if gpus > cluster_gpus:
             raise ConfigError(f"--gpus-per-task {gpus:g}, but the cluster has {cluster_gpus:g} GPU(s); "
                               "add GPU nodes or use --gpus-per-task 0")

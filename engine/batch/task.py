@@ -113,12 +113,13 @@ def _run_locked(job_id, prompt, spec, report, job_root: Path, lock) -> dict:
     if previous is not None and (glb := _finished(previous)) is not None:
         report("task_started", dict(job=job_id, pid=os.getpid(), engine_pid=None, resumed=True))
         return dict(status="done", exit_code=0, run_dir=str(previous), glb=str(glb), resumed_from="finished")
-    device = ["--device", spec["device"]] if spec.get("device") else []
+    device = [f"--device={spec['device']}"] if spec.get("device") else []
+    quiet = ["--json-events", "--no-progress"]
     if previous is not None and (previous / runfolder.CHECKPOINT).is_file():
-        argv = ["generate", "--resume", str(previous), *device]
+        argv = ["generate", f"--resume={previous}", *device, *quiet]
     else:
-        argv = ["generate", prompt, "--out", str(job_root), *spec["engine_args"], *device]
-    argv += ["--json-events", "--no-progress"]
+        # the prompt after "--": text that starts with "-" is still the prompt, never an option
+        argv = ["generate", f"--out={job_root}", *spec["engine_args"], *device, *quiet, "--", prompt]
     env = dict(os.environ, DREAMFUSION_BATCH_PARENT=str(os.getpid()))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ENGINE_ROOT, env.get("PYTHONPATH")) if p)
     if spec.get("threads"):
@@ -139,16 +140,21 @@ def _run_locked(job_id, prompt, spec, report, job_root: Path, lock) -> dict:
     if rc == 0 and last["done"]:
         return dict(status="done", exit_code=0, run_dir=last["done"]["run_dir"], glb=last["done"]["asset"].get("glb"),
                     resumed_from=resumed_from)
-    if rc < 0 or (rc != 0 and last["error"] is None and rc != EXIT_CANCELLED):
-        tail = (job_root / "engine-stderr.log").read_text(encoding="utf-8", errors="replace")[-1500:]
-        raise EngineCrashed(f"the engine for {prompt!r} died (exit {rc}) without reporting an error; "
-                            f"last output:\n{tail}")
+    if rc < 0:  # killed by a signal: the OOM killer, a crash, a lost GPU; another attempt may well work
+        raise EngineCrashed(f"the engine for {prompt!r} was killed (signal {-rc}); last output:\n{_stderr_tail(job_root)}")
     if rc == EXIT_CANCELLED:
         return dict(status="cancelled", exit_code=rc, kind="cancelled", run_dir=run_dir, resumed_from=resumed_from,
                     message="cancelled; the last checkpoint is kept and a re-run of the batch resumes it")
-    error = last["error"] or {}
-    return dict(status="failed", exit_code=rc, kind=error.get("kind", "error"), run_dir=run_dir,
-                message=error.get("message", f"the engine exited with code {rc}"), resumed_from=resumed_from)
+    error = last["error"] or {}  # none: e.g. a usage error, or an engine that could not even import
+    return dict(status="failed", exit_code=rc, kind=error.get("kind", "error"), run_dir=run_dir, resumed_from=resumed_from,
+                message=error.get("message") or f"the engine exited with code {rc}: {_stderr_tail(job_root)}")
+
+
+def _stderr_tail(job_root: Path, n: int = 1500) -> str:
+    try:
+        return (job_root / "engine-stderr.log").read_text(encoding="utf-8", errors="replace")[-n:].strip()
+    except OSError:
+        return ""
 
 
 def _follow(proc, job_id: str, report) -> dict:

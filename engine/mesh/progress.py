@@ -10,14 +10,16 @@ from tqdm.auto import tqdm
 
 ProgressCallback = Callable[[str, float], None]
 
-#: Every stage export_field reports, in order ("decimate" only when the mesh has more faces than
-#: target_faces). STAGE_COST is a rough share of the total time of a default 256^3 CPU export
-#: (docs/BENCHMARKS-export.md; xatlas dominates), for callers that show one overall percentage.
+#: Every stage export_field reports, in order ("refine" only with adaptive sampling, "smooth" only
+#: when on, "decimate" only when the mesh has more faces than target_faces). STAGE_COST is a rough
+#: share of the time of a default 256^3 CPU export of a trained hash-grid field (CPU seconds,
+#: docs/BENCHMARKS-export.md: field queries for the grid and the texture are most of it), for
+#: callers that show one overall percentage.
 STAGES = ("density", "iso", "refine", "surface", "clean", "smooth", "decimate", "orient", "uv", "rasterize",
           "albedo", "dilate", "write")
-STAGE_COST = {"density": 0.05, "iso": 0.05, "refine": 0.25, "surface": 0.05, "clean": 0.01, "smooth": 0.02,
-              "decimate": 0.03, "orient": 0.01, "uv": 0.25, "rasterize": 0.1, "albedo": 0.1, "dilate": 0.03,
-              "write": 0.05}
+STAGE_COST = {"density": 0.07, "iso": 0.03, "refine": 0.30, "surface": 0.03, "clean": 0.005, "smooth": 0.01,
+              "decimate": 0.01, "orient": 0.005, "uv": 0.08, "rasterize": 0.05, "albedo": 0.335, "dilate": 0.01,
+              "write": 0.065}
 
 
 class Stage:
