@@ -181,3 +181,23 @@ def test_run_folders_from_before_the_recipe_resume_as_they_ran():
     assert (cfg.hash_level_fraction, cfg.random_background, cfg.uniform_sphere_rate, cfg.view_embedding, cfg.perp_neg,
             cfg.orientation_average) == (1.0, 0.0, 0.0, "labels", False, "all_rays")
     assert JobConfig.from_json(JobConfig(prompt="a mug").to_json()) == JobConfig(prompt="a mug")
+
+
+def test_latent_recipe_steps_with_perp_neg(tiny_latent_model, tmp_path):
+    """The SD recipe end to end on a tiny latent model, Perp-Neg on: steps run, the coarse-to-fine
+    grid starts at half the levels, the orientation weight follows its ramp."""
+    from engine.protocol import EventStream
+    from engine.train import Trainer
+
+    g = Guidance(str(tiny_latent_model), CPU, torch.float32)
+    cfg = build_config("draft", prompt="a red cube", model=str(tiny_latent_model), steps=10, render_resolution=16,
+                       samples_per_ray=8, hash_log2_table=12, perp_neg=True)
+    resolve(cfg, g.family, g.recommended)
+    trainer = Trainer(cfg, tmp_path, EventStream(None), g, CPU, progress_bar=False)
+    weights = []
+    for _ in range(3):
+        weights.append(trainer.scheduled("orientation_weight"))
+        stats = trainer.train_step()
+        assert torch.isfinite(stats["loss"])
+    assert trainer.field.encoding.active_levels == cfg.hash_levels // 2
+    assert weights[0] == 10.0 and weights[0] < weights[1] < weights[2]
