@@ -194,7 +194,7 @@ def main() -> None:
     info = machine_info()
     fields = args.fields.split(",")
     run_dir = str(ensure_trained_run(args.run_dir)) if "trained" in fields else None
-    rows = []
+    rows, failures = [], []
     for field in fields:
         for res in (int(r) for r in args.resolutions.split(",")):
             for path in PATHS:
@@ -203,9 +203,16 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--case", field, str(res), path]
                 if run_dir:
                     cmd += ["--run-dir", run_dir]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+                out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+                if out.returncode != 0:  # a failed case is a result too: report it, go on
+                    err = (out.stderr.strip().splitlines() or ["?"])[-1]
+                    print(f"{field} {res}^3 {path}: FAILED: {err}", file=sys.stderr, flush=True)
+                    failures.append(f"- {field} {res}^3 {path}: failed: {err}")
+                    continue
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 r = rows[-1]
+                with open(ROOT / "bench" / "results" / "export-rows.jsonl", "a") as fh:  # survives an abort
+                    fh.write(json.dumps(r) + "\n")
                 print(f"{field} {res}^3 {path}: {r['timings']['total']:.1f} s, iso {r['iso']:.3g}, "
                       f"{r['faces']} faces, load {r['load'][0]:.1f}", file=sys.stderr, flush=True)
     md = "\n".join([
@@ -217,7 +224,7 @@ def main() -> None:
         "within a voxel of the true surface (all engine/mesh/metrics.py). For the trained field the truth is",
         "the prompt's cube (how far SDS got, not the exporter's error) and the last column is the mesh's",
         "silhouette IoU against the NeRF's rendered opacity > 0.5. load = load average before-after the case.",
-        "", *info, "", table(rows), ""])
+        "", *info, "", table(rows), "", *failures, ""])
     print(md)
     if not args.no_write:
         (ROOT / "docs" / "BENCHMARKS-export.md").write_text(md)

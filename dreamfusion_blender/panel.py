@@ -1,11 +1,48 @@
-"""View3D > Sidebar > DreamFusion: settings, Generate, live progress with preview, Cancel, Resume / Re-export."""
+"""View3D > Sidebar > DreamFusion: settings, Generate (or queue), live progress with preview, the queue,
+Cancel, Resume / Re-export, and warnings (offline, memory fit) before a run."""
 
 from __future__ import annotations
 
 import bpy
 
-from . import events, operators, preview
+from . import events, model_store, operators, prefs, preview
 from .jobs import MANAGER
+
+
+def _draw_warnings(layout, context) -> None:
+    """Say what blocks or endangers a run before it starts: offline without the model, too little GPU memory."""
+    p = context.scene.dreamfusion
+    pr = prefs.get_prefs()
+    model = (pr.model if pr else "") or prefs.DEFAULT_MODEL
+    if not prefs.online() and model_store.is_hub_id(model) and model_store.downloaded_path(prefs.models_dir(), model) is None:
+        box = layout.box()
+        box.label(text=f"Offline: {model} is not downloaded", icon="INTERNET_OFFLINE")
+        box.label(text="Allow Online Access and download it, or pick a local folder / builtin:shapes")
+    fits, msg, smaller = operators.memory_advice(context)
+    if fits is False:
+        box = layout.box()
+        box.label(text=msg[:200], icon="ERROR")
+        if smaller:
+            op = box.operator(operators.DREAMFUSION_OT_use_preset.bl_idname, text=f"Use {smaller}")
+            op.preset = smaller
+    elif fits and p.preset:
+        layout.label(text=msg[:200], icon="CHECKMARK")
+
+
+def _draw_queue(layout) -> None:
+    if not MANAGER.queue and not MANAGER.history:
+        return
+    box = layout.box()
+    box.label(text=f"Queue: {len(MANAGER.queue)} waiting", icon="SEQUENCE")
+    for run in MANAGER.queue:
+        row = box.row()
+        row.label(text=run.label[:60])
+        op = row.operator(operators.DREAMFUSION_OT_queue_remove.bl_idname, text="", icon="X")
+        op.run_id = run.id
+    for label, outcome in MANAGER.history[-5:]:
+        box.label(text=f"{label[:40]}: {outcome[:80]}", icon="CHECKMARK" if outcome == "done" else "ERROR")
+    if MANAGER.queue or MANAGER.busy:
+        box.operator(operators.DREAMFUSION_OT_queue_clear.bl_idname, icon="CANCEL")
 
 
 class VIEW3D_PT_dreamfusion(bpy.types.Panel):
@@ -21,7 +58,6 @@ class VIEW3D_PT_dreamfusion(bpy.types.Panel):
         job = MANAGER.current
 
         col = layout.column()
-        col.enabled = not MANAGER.busy  # the running job's settings are fixed
         col.prop(p, "prompt", text="")
         col.prop(p, "negative_prompt")
         col.prop(p, "preset")
@@ -33,20 +69,30 @@ class VIEW3D_PT_dreamfusion(bpy.types.Panel):
         col.prop(p, "texture_size")
         col.prop(p, "mesh_resolution")
         col.prop(p, "target_faces")
+        col.prop(p, "size")
+        _draw_warnings(layout, context)
 
-        if MANAGER.busy:
+        busy = MANAGER.busy
+        layout.operator(operators.DREAMFUSION_OT_generate.bl_idname, icon="SHADERFX",
+                        text="Add to queue" if busy else "Generate")
+        row = layout.row(align=True)
+        row.prop_search(p, "prompts_text", bpy.data, "texts", text="")
+        row.operator(operators.DREAMFUSION_OT_queue_text.bl_idname, text="Queue all", icon="TEXT")
+
+        if busy:
             st = job.state
             box = layout.box()
             eta = f" · {events.format_seconds(st.eta_s)} left" if st.eta_s is not None else ""
             text = f"{st.stage or 'starting'} {st.step}/{st.total}{eta}" if st.total else "starting the engine..."
+            box.label(text=f"{job.kind}: {job.label[:60]}")
             box.progress(factor=st.fraction, type="BAR", text=text)
             icon = preview.icon_id()
             if icon:
                 box.template_icon(icon_value=icon, scale=8.0)
                 box.label(text=f"preview at step {st.preview_step}")
             box.operator(operators.DREAMFUSION_OT_cancel.bl_idname, icon="CANCEL")
-        else:
-            layout.operator(operators.DREAMFUSION_OT_generate.bl_idname, icon="SHADERFX")
+        _draw_queue(layout)
+        if not busy:
             if p.last_status:
                 failed = " failed" in p.last_status or " cancelled" in p.last_status
                 layout.label(text=p.last_status[:180], icon="ERROR" if failed else "INFO")
@@ -54,6 +100,7 @@ class VIEW3D_PT_dreamfusion(bpy.types.Panel):
                 row = layout.row(align=True)
                 row.operator(operators.DREAMFUSION_OT_resume.bl_idname, icon="PLAY")
                 row.operator(operators.DREAMFUSION_OT_reexport.bl_idname, icon="EXPORT")
+                layout.prop(p, "keep_previous")
 
 
 classes = (VIEW3D_PT_dreamfusion,)

@@ -1,7 +1,10 @@
-"""Add-on preferences: which Python runs the engine (with "Set up engine"), model, device, output folder.
+"""Add-on preferences: which Python runs the engine (with "Set up engine"), model (with the model
+manager), hub token, device, output folder.
 
 Also resolves those settings for the operators and the batch runner (``settings()``), so a preference
-left empty has one documented default everywhere.
+left empty has one documented default everywhere, and builds the engine's environment
+(``engine_environment()``): offline when Blender's "Allow Online Access" is off, the hub token only
+through the environment (never on a command line, so never in a run folder, log or event).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import bpy
 
-from . import engine_cli, engine_env, events, worker
+from . import engine_cli, engine_env, events, model_store, torch_choice, worker
 
 PKG = __package__
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"  # the engine's default (engine/config.py)
@@ -21,6 +24,23 @@ DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"  # the engine's default 
 # Background tasks started from the preferences; module state, read by draw() and the timer.
 SETUP: engine_env.EngineSetup | None = None
 CHECK: worker.Worker | None = None
+TORCH_PLAN: torch_choice.TorchPlan | None = None  # detected once (runs nvidia-smi), shown before set-up
+
+OFFLINE_HELP = ("Blender's online access is off (Preferences > System > Network > Allow Online Access): "
+                "no downloads. Needed to proceed: a model already on disk (a downloaded model, a local "
+                "diffusers folder or builtin:shapes) and an engine Python that is already set up")
+
+
+def online() -> bool:
+    """Blender's "Allow Online Access" (4.2+); extensions must not touch the network when it is off."""
+    return bool(getattr(bpy.app, "online_access", True))
+
+
+def torch_plan() -> torch_choice.TorchPlan:
+    global TORCH_PLAN
+    if TORCH_PLAN is None:
+        TORCH_PLAN = torch_choice.detect()
+    return TORCH_PLAN
 
 
 def user_folder() -> Path:
@@ -35,6 +55,24 @@ def user_folder() -> Path:
 
 def managed_venv() -> Path:
     return user_folder() / "engine-venv"
+
+
+def models_dir() -> Path:
+    """Where the model manager downloads to: the preference, else 'models' in the add-on's user folder."""
+    p = get_prefs()
+    return Path(bpy.path.abspath(p.models_dir)) if p and p.models_dir else user_folder() / "models"
+
+
+def engine_environment(base: dict | None = None) -> dict:
+    """The engine process's environment: worker_env, offline mode when online access is off, the token."""
+    env = engine_cli.worker_env(base)
+    p = get_prefs()
+    if not online():
+        env["HF_HUB_OFFLINE"] = "1"
+        env["TRANSFORMERS_OFFLINE"] = "1"
+    elif p is not None and p.hub_token.strip():
+        env["HF_TOKEN"] = p.hub_token.strip()
+    return env
 
 
 @dataclass
@@ -68,7 +106,8 @@ def settings() -> Settings:
         venv_py = engine_cli.venv_python(managed_venv())
         python = str(venv_py) if venv_py.is_file() else sys.executable
     out = bpy.path.abspath(p.output_dir) if p and p.output_dir else str(user_folder() / "runs")
-    return Settings(python=python, model=(p.model if p else "") or DEFAULT_MODEL,
+    model = model_store.resolve((p.model if p else "") or DEFAULT_MODEL, models_dir())
+    return Settings(python=python, model=model,
                     device=p.device.lower() if p else "auto", output_dir=out,
                     extra=parse_extra(p.extra_settings) if p else ())
 
@@ -78,6 +117,13 @@ def _redraw_prefs() -> None:
         for area in window.screen.areas:
             if area.type == "PREFERENCES":
                 area.tag_redraw()
+
+
+def _redraw_prefs_safe() -> None:
+    try:
+        _redraw_prefs()
+    except (AttributeError, ReferenceError):
+        pass
 
 
 def _tick_background():
@@ -106,10 +152,15 @@ class DREAMFUSION_OT_setup_engine(bpy.types.Operator):
         if SETUP is not None and SETUP.status.running:
             self.report({"WARNING"}, "the engine set-up is already running")
             return {"CANCELLED"}
-        venv = managed_venv()
-        SETUP = engine_env.EngineSetup(venv).start()
+        if not online():
+            self.report({"ERROR"}, "Set up engine needs to download packages. " + OFFLINE_HELP)
+            return {"CANCELLED"}
+        venv, plan = managed_venv(), torch_plan()
+        SETUP = engine_env.EngineSetup(venv, torch_plan=plan).start()
         bpy.app.timers.register(_tick_background, first_interval=0.5)
-        self.report({"INFO"}, f"setting up the engine environment in {venv} (see the add-on preferences)")
+        self.report({"WARNING" if plan.warning else "INFO"},
+                    f"installing {plan.summary} (about {plan.download_gb:.1f} GB) into {venv}"
+                    + (f". {plan.warning}" if plan.warning else ""))
         return {"FINISHED"}
 
 
@@ -125,7 +176,7 @@ class DREAMFUSION_OT_check_engine(bpy.types.Operator):
         global CHECK
         s = settings()
         try:
-            env = engine_cli.worker_env()
+            env = engine_environment()
         except FileNotFoundError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -177,13 +228,29 @@ class DreamFusionPreferences(bpy.types.AddonPreferences):
         name="Extra engine settings",
         description="Advanced: KEY=VALUE pairs separated by spaces, passed to the engine as --set (see engine/config.py)",
     )
+    hub_token: bpy.props.StringProperty(
+        name="Hub token", subtype="PASSWORD",
+        description="Hugging Face access token for gated or rate-limited models. Passed to the engine in its "
+                    "environment only; never written to run folders, logs or events",
+    )
+    models_dir: bpy.props.StringProperty(
+        name="Models folder", subtype="DIR_PATH",
+        description="Where 'Download model' puts models. Empty: 'models' in the add-on's user folder",
+    )
 
     def draw(self, context):
         layout = self.layout
         s = settings()
+        if not online():
+            layout.box().label(text=OFFLINE_HELP[:200], icon="INTERNET_OFFLINE")
         col = layout.column()
         col.prop(self, "python_path")
         col.label(text=f"Using: {s.python}", icon="CONSOLE")
+        if SETUP is None or not SETUP.status.running:
+            plan = torch_plan()
+            col.label(text=f"Set up engine installs {plan.summary}, about {plan.download_gb:.1f} GB", icon="INFO")
+            if plan.warning:
+                col.label(text=plan.warning[:200], icon="ERROR")
         row = col.row(align=True)
         row.operator(DREAMFUSION_OT_setup_engine.bl_idname, icon="IMPORT")
         row.operator(DREAMFUSION_OT_check_engine.bl_idname, icon="CHECKMARK")
@@ -198,11 +265,65 @@ class DreamFusionPreferences(bpy.types.AddonPreferences):
         if CHECK is not None:
             kind, msg = check_report()
             col.box().label(text=msg[:200], icon="ERROR" if "ERROR" in kind else "INFO")
-        layout.prop(self, "model")
+        _draw_models(self, layout)
         layout.prop(self, "device")
         layout.prop(self, "output_dir")
         layout.label(text=f"Runs go to: {s.output_dir}")
         layout.prop(self, "extra_settings")
 
+def _draw_models(self, layout):
+    """The model manager: the model, its download (progress and size), the token, the local models."""
+    from .jobs import MANAGER
 
-classes = (DREAMFUSION_OT_setup_engine, DREAMFUSION_OT_check_engine, DreamFusionPreferences)
+    box = layout.box()
+    box.prop(self, "model")
+    row = box.row(align=True)
+    row.prop(self, "hub_token")
+    row.prop(self, "models_dir")
+    job = MANAGER.current
+    if job is not None and job.kind == "download" and job.running:
+        st = job.state
+        box.progress(factor=st.fraction, type="BAR",
+                     text=f"downloading {job.label}: {st.step}/{st.total} MB" if st.total else f"downloading {job.label}...")
+        box.operator("dreamfusion.cancel", icon="CANCEL")
+    elif model_store.is_hub_id(self.model):
+        local = model_store.downloaded_path(models_dir(), self.model)
+        if local is not None:
+            box.label(text=f"downloaded: {local}", icon="CHECKMARK")
+        elif online():
+            box.operator("dreamfusion.download_model", icon="IMPORT")
+        else:
+            box.label(text="not downloaded, and online access is off", icon="ERROR")
+    elif job is not None and job.kind == "download" and job.state.message:
+        box.label(text=job.state.message[:200], icon="INFO")
+    for m in model_store.local_models(models_dir()):
+        row = box.row()
+        row.label(text=f"{m.name}{'' if m.complete else ' (incomplete)'}", icon="FILE_3D")
+        row.label(text=m.size_text)
+        op = row.operator("dreamfusion.delete_model", text="", icon="TRASH")
+        op.path = str(m.path)
+
+
+class DREAMFUSION_OT_delete_model(bpy.types.Operator):
+    """Delete this downloaded model from disk"""
+
+    bl_idname = "dreamfusion.delete_model"
+    bl_label = "Delete model"
+
+    path: bpy.props.StringProperty(options={"SKIP_SAVE"})
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_confirm(self, event)
+
+    def execute(self, context):
+        try:
+            model_store.delete(models_dir(), Path(self.path))
+        except (ValueError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"deleted {self.path}")
+        return {"FINISHED"}
+
+
+classes = (DREAMFUSION_OT_setup_engine, DREAMFUSION_OT_check_engine, DREAMFUSION_OT_delete_model,
+           DreamFusionPreferences)

@@ -25,6 +25,12 @@ class DreamFusionSettings(bpy.types.PropertyGroup):
                                            description="Marching-cubes grid size; 0: preset")
     target_faces: bpy.props.IntProperty(name="Max faces", default=0, min=0, max=10_000_000,
                                         description="Polygon budget of the mesh (decimation target); 0: preset (20k/40k/100k)")
+    size: bpy.props.FloatProperty(name="Size", default=1.0, min=0.0, soft_max=100.0, subtype="DISTANCE",
+                                  description="Longest side of the imported object, in scene units (0: as generated). "
+                                              "The object's base sits on the 3D cursor")
+    keep_previous: bpy.props.BoolProperty(name="Keep previous", default=False,
+                                          description="Re-export adds a new object instead of replacing the run's object in place")
+    prompts_text: bpy.props.StringProperty(name="Prompts", description="A text block with one prompt per line, to queue them all")
     # Outcome of the last run, kept in the file so Resume / Re-export work after a reload.
     last_run_dir: bpy.props.StringProperty(name="Last run folder", subtype="DIR_PATH")
     last_status: bpy.props.StringProperty(name="Last status")

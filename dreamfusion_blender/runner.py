@@ -12,9 +12,9 @@ import os
 
 import bpy
 
-from . import engine_cli, importer, preview, provenance
-from .jobs import MANAGER, Job
-from .prefs import Settings, settings
+from . import engine_cli, importer, model_store, preview, provenance
+from .jobs import MANAGER, Job, QueuedRun
+from .prefs import Settings, engine_environment, settings
 from .worker import Worker
 
 TICK_S = 0.25
@@ -33,9 +33,9 @@ def request_from_scene(scene, s: Settings | None = None) -> engine_cli.GenerateR
     )
 
 
-def _start(kind: str, argv: list[str], label: str, scene, **info) -> Job:
+def _start(kind: str, argv: list[str], label: str, scene, env: dict | None = None, **info) -> Job:
     """Raises jobs.Busy if a job runs, FileNotFoundError if the engine source is missing."""
-    job = Job(kind=kind, worker=Worker(argv, env=engine_cli.worker_env()), label=label,
+    job = Job(kind=kind, worker=Worker(argv, env=env or engine_environment()), label=label,
               info={"scene": scene.name if scene else None, **info})
     MANAGER.start(job)
     if scene is not None:
@@ -47,6 +47,41 @@ def _start(kind: str, argv: list[str], label: str, scene, **info) -> Job:
 def start_generate(scene, req: engine_cli.GenerateRequest, python: str | None = None) -> Job:
     argv = engine_cli.generate_argv(python or settings().python, req)
     return _start("generate", argv, req.prompt, scene, prompt=req.prompt)
+
+
+def queue_generate(scene, req: engine_cli.GenerateRequest) -> Job | QueuedRun:
+    """Start now if the engine is free, else wait in the queue (started by ``tick`` / ``run_queue``)."""
+    if not MANAGER.busy and not MANAGER.queue and (MANAGER.current is None or MANAGER.current.handled):
+        return start_generate(scene, req)
+    run = MANAGER.enqueue(QueuedRun(label=req.prompt, request=req, scene=scene.name if scene else None))
+    ensure_timer()
+    return run
+
+
+def start_next() -> Job | None:
+    """Start the next queued generation if the engine is free; a run that cannot start is recorded and skipped."""
+    while True:
+        run = MANAGER.pop_next()
+        if run is None:
+            return None
+        scene = bpy.data.scenes.get(run.scene or "") or bpy.context.scene
+        try:
+            job = start_generate(scene, run.request)
+        except (FileNotFoundError, ValueError) as exc:
+            MANAGER.history.append((run.label, f"not started: {exc}"))
+            continue
+        job.info["queued"] = True
+        return job
+
+
+def start_download(repo_id: str) -> Job:
+    from .prefs import models_dir
+
+    argv = model_store.download_argv(settings().python, repo_id, models_dir())
+    # The user asked for this download with online access on: an HF_HUB_OFFLINE inherited from the shell
+    # that started Blender does not apply to it (the operator refuses when online access is off).
+    env = dict(engine_environment(), HF_HUB_OFFLINE="0")
+    return _start("download", argv, repo_id, None, env=env)
 
 
 def start_resume(scene, run_dir: str) -> Job:
@@ -80,16 +115,16 @@ def _redraw() -> None:
 def tick():
     """bpy.app.timers callback: returns the next interval while the job runs, None to stop."""
     job = MANAGER.current
-    if job is None:
-        return None
-    poll(job)
-    if not job.running and not job.handled:
-        finish(job, bpy.context)
+    if job is not None:
+        poll(job)
+        if not job.running and not job.handled:
+            finish(job, bpy.context)
+    job = start_next() or job
     try:
         _redraw()
     except (AttributeError, ReferenceError):
         pass
-    return TICK_S if job.running else None
+    return TICK_S if (job is not None and job.running) or MANAGER.queue else None
 
 
 def ensure_timer() -> None:
@@ -114,6 +149,28 @@ def wait(job: Job, on_event=None, timeout: float | None = None) -> tuple[bool, s
     return finish(job, bpy.context)
 
 
+def run_queue(on_event=None, timeout: float | None = None) -> list[tuple[str, bool, str]]:
+    """Background mode: run the current job and every queued one to the end, blocking; (label, ok, message) each."""
+    out = []
+    job = MANAGER.current if MANAGER.busy else start_next()
+    while job is not None:
+        ok, msg, _ = wait(job, on_event=on_event, timeout=timeout)
+        out.append((job.label, ok, msg))
+        job = start_next()
+    return out
+
+
+def _import_result(job: Job, context, scene, glb: str, props: dict):
+    """A generation adds an object; a re-export replaces the run's object in place unless asked to keep it."""
+    p = scene.dreamfusion if scene is not None else None
+    size = p.size if p is not None else 1.0
+    if job.kind == "export" and p is not None and not p.keep_previous:
+        target = importer.find_result(scene, job.label)
+        if target is not None:
+            return importer.replace_mesh(context, target, glb, props, size=size)
+    return importer.import_glb(context, glb, props.get("prompt") or job.label, props, size=size)
+
+
 def finish(job: Job, context) -> tuple[bool, str, object]:
     """Act on a finished job once: import on success, else report. Returns (ok, message, object)."""
     if job.handled:
@@ -127,6 +184,9 @@ def finish(job: Job, context) -> tuple[bool, str, object]:
     obj, ok = None, False
     if job.kind == "check":
         ok, msg = st.check is not None and bool(st.check.get("ok")), st.message
+    elif job.kind == "download":
+        ok = st.succeeded
+        msg = f"downloaded {job.label}" if ok else (st.message or "the download stopped")
     elif st.succeeded:
         glb = st.asset.get("glb")
         if not glb or not os.path.isfile(glb):
@@ -134,7 +194,7 @@ def finish(job: Job, context) -> tuple[bool, str, object]:
         else:
             props = provenance.collect(st.run_dir, st)
             try:
-                obj = importer.import_glb(context, glb, props.get("prompt") or job.label, props)
+                obj = _import_result(job, context, scene, glb, props)
                 ok, msg = True, f"imported '{obj.name}' from {glb}"
             except importer.ImportFailed as exc:
                 msg = str(exc)
@@ -144,6 +204,12 @@ def finish(job: Job, context) -> tuple[bool, str, object]:
             msg += " - the engine's Python lacks its packages: press 'Set up engine' in the add-on preferences"
     job.info["object"] = obj
     st.message = msg
+    if job.kind == "download":
+        from . import prefs
+
+        prefs._redraw_prefs_safe()
+    if job.kind == "generate":
+        MANAGER.history = (MANAGER.history + [(job.label, "done" if ok else f"{st.status}: {msg}")])[-20:]
     if p is not None:
         p.last_status = f"{job.kind} {st.status}: {msg}" if not ok else f"{job.kind} done: {msg}"
         if job.kind == "generate":

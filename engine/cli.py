@@ -75,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(c)
 
     from .batch.cli import add_parser as add_batch_parser  # `batch`: its own package (docs/CLUSTER.md)
+    from .download import add_parser as add_download_parser
 
     add_batch_parser(sub)
+    add_download_parser(sub)
     return parser
 
 
@@ -308,11 +310,14 @@ def main(argv: list[str] | None = None, claim_fd: bool = False) -> int:
     args = build_parser().parse_args(argv)
     events = EventStream(to_stdout=args.json_events, stream=claim_stdout_fd() if claim_fd and args.json_events else None)
     cancel = CancelFlag()
-    if args.command == "batch":  # the batch driver has its own signal handling (engine/batch/local.py)
+    if args.command in ("batch", "download"):  # their own signal handling (engine/batch/local.py, engine/download.py)
         from .batch.cli import cmd_batch
+        from .download import cmd_download
+
+        own = {"batch": cmd_batch, "download": cmd_download}[args.command]
 
         def handler(args, events, cancel):
-            return cmd_batch(args, events)
+            return own(args, events)
     else:
         handler = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check}[args.command]
         cancel.install()  # held until the last event: the cancel contract covers every stage

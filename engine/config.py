@@ -56,8 +56,10 @@ class JobConfig:
     samples_per_ray: int = 64
     bound: float = 1.0
     encoding: str = "hashgrid"  # hashgrid | frequency
+    frequency_bands: int = 8  # sinusoidal encoding: octaves 2^0..2^(bands-1) (fewer: smoother, no terracing)
     hash_levels: int = 12
     hash_log2_table: int = 16
+    hash_max_resolution: int = 1024  # finest hash-grid level (grid cells across the bounding cube)
     # share of the hash grid's levels that are live, coarse first (threestudio's progressive grid)
     hash_level_fraction: float | str = "0.5->1@0.2:0.6"
     hidden_dim: int = 64
@@ -280,6 +282,8 @@ def validate(cfg: JobConfig) -> None:
     need(cfg.background in ("learned", "white"), f"background must be learned or white, got {cfg.background!r}")
     need(cfg.encoding in ("hashgrid", "frequency"), f"encoding must be 'hashgrid' or 'frequency', got {cfg.encoding!r}")
     need(1 <= cfg.hash_levels <= 32 and 10 <= cfg.hash_log2_table <= 24, "hash grid: levels 1-32, log2 table size 10-24")
+    need(16 <= cfg.hash_max_resolution <= 8192, f"hash_max_resolution must be between 16 (the coarsest level) and 8192, got {cfg.hash_max_resolution}")
+    need(1 <= cfg.frequency_bands <= 16, f"frequency_bands must be between 1 and 16, got {cfg.frequency_bands}")
     validate_recipe_settings(cfg, need)
     need(0.0 <= cfg.ambient <= 1.0, "ambient must be in [0, 1]")
     need(cfg.elevation_min < cfg.elevation_max and -90 <= cfg.elevation_min and cfg.elevation_max <= 90,

@@ -7,7 +7,10 @@ trained field can be scored without any learned judge:
   shape, raw and after centring / scale normalisation (matching centroid and RMS radius), and the IoU
   against every other shape, so "did it make a cube rather than a sphere" is a yes/no answer;
 * silhouette IoU from a fixed ring of views (the field's opacity > 0.5 against the analytic mask);
-* albedo colour error: mean |albedo − true colour| over the object's pixels in albedo renders.
+* albedo colour error: mean |albedo − true colour| over the object's pixels in albedo renders;
+* surface quality of the exported mesh: normal consistency with the analytic shape and the share of
+  its area within one voxel of the true surface. Volumetric IoU at 64³ does not see terraces or
+  lumps a few voxels high; these do.
 
 The paper's CLIP R-Precision needs a real CLIP model; none can be downloaded here (see README).
 """
@@ -39,6 +42,10 @@ class ShapeScores:
     silhouette_iou: float  # mean over views
     colour_error: float  # mean absolute RGB error of the albedo, in [0, 1]
     predicted_colour: str  # nearest named colour to the mean albedo
+    # Surface quality (None when no mesh was scored): see mesh_scores.
+    normal_consistency: float | None = None
+    surface_within_voxel: float | None = None
+    chamfer: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -109,16 +116,35 @@ def view_scores(field, background, shape: str, colour: str, views: int = 4, reso
     return sum(ious) / len(ious), (sum(errors) / len(errors) if errors else 1.0), nearest
 
 
-def score_field(field, background, prompt: str, iso: float, bound: float = 1.0) -> ShapeScores:
+# One voxel of the 64³ scoring grid over [-1, 1]³ (the volumetric IoU's resolution).
+SURFACE_TOLERANCE = 2.0 / 64
+
+
+def mesh_scores(verts, faces, shape: str, tolerance: float = SURFACE_TOLERANCE) -> dict:
+    """Surface quality of a triangle mesh (outward winding) against the analytic ``shape``, in place,
+    with the exporter's own measures (engine/mesh/metrics.py): normal consistency (1 = every true
+    normal matched; terraces and lumps pull it down although the volume barely changes), the share of
+    the mesh's area within ``tolerance`` (one scoring voxel) of the true surface, and Chamfer-L1."""
+    from functools import partial
+
+    from .mesh.metrics import reference_from_sdf, surface_scores
+
+    s = surface_scores(verts, faces, reference_from_sdf(partial(shapes_data.sdf, shape)), voxel=tolerance)
+    return {"normal_consistency": s.normal_consistency, "surface_within_voxel": s.near_fraction, "chamfer": s.chamfer}
+
+
+def score_field(field, background, prompt: str, iso: float, bound: float = 1.0, mesh=None) -> ShapeScores:
+    """All scores of a trained field; ``mesh`` = (verts, faces) adds the surface scores of that mesh."""
     parsed = shapes_data.parse_prompt(prompt)
     if parsed is None:
         raise ValueError(f"{prompt!r} does not name one of the builtin shapes and colours")
     colour, shape = parsed
     raw, norm = volume_scores(field.density, iso, bound)
     sil, err, nearest = view_scores(field, background, shape, colour)
+    surf = mesh_scores(*mesh, shape) if mesh is not None else {}
     return ShapeScores(
         shape=shape, colour=colour, volume_iou=raw[shape], volume_iou_normalised=norm[shape],
         iou_by_shape={k: round(v, 4) for k, v in norm.items()}, predicted_shape=max(norm, key=norm.get),
         raw_iou_by_shape={k: round(v, 4) for k, v in raw.items()}, predicted_shape_in_place=max(raw, key=raw.get),
-        silhouette_iou=sil, colour_error=err, predicted_colour=nearest,
+        silhouette_iou=sil, colour_error=err, predicted_colour=nearest, **surf,
     )

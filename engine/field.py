@@ -127,15 +127,16 @@ class NeRFField(nn.Module):
 
     def __init__(self, bound: float = 1.0, encoding: str = "hashgrid", hidden_dim: int = 64,
                  hash_levels: int = 12, hash_log2_table: int = 16, blob_density: float = 10.0,
-                 blob_radius: float = 0.5):
+                 blob_radius: float = 0.5, frequency_bands: int = 8, hash_max_resolution: int = 1024):
         super().__init__()
         self.bound = bound
         self.blob_density = blob_density
         self.blob_radius = blob_radius
         if encoding == "hashgrid":
-            self.encoding = HashGridEncoding(bound=bound, levels=hash_levels, log2_table=hash_log2_table)
+            self.encoding = HashGridEncoding(bound=bound, levels=hash_levels, log2_table=hash_log2_table,
+                                             max_resolution=hash_max_resolution)
         else:
-            self.encoding = FrequencyEncoding(bound=bound)
+            self.encoding = FrequencyEncoding(n_freqs=frequency_bands, bound=bound)
         self.trunk = mlp(self.encoding.output_dim, hidden_dim, hidden_dim, layers=2)
         self.density_head = nn.Linear(hidden_dim, 1)
         self.albedo_head = nn.Linear(hidden_dim, 3)

@@ -75,6 +75,21 @@ def value_at(spec, step: int, steps: int) -> float:
     return parse(spec).at(step, steps)
 
 
+def first_step_above(spec, steps: int, threshold: float = 0.0) -> int | None:
+    """The first step of a ``steps``-step run where the schedule exceeds ``threshold`` (None: never).
+    A ramp is monotonic, so a binary search over the steps finds it."""
+    sched = parse(spec)
+    if sched.at(0, steps) > threshold:
+        return 0
+    if sched.at(steps - 1, steps) <= threshold:
+        return None
+    lo, hi = 0, steps - 1  # value(lo) <= threshold < value(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if sched.at(mid, steps) > threshold else (mid, hi)
+    return hi
+
+
 def check_range(spec, name: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Schedule:
     """Parse and check that every value the schedule takes lies in [lo, hi] (or (lo, hi] with lo_open)."""
     sched = parse(spec, name)

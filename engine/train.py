@@ -20,6 +20,7 @@ from .cancel import CancelFlag
 from .cameras import orbit_cameras, sample_cameras, sample_light_positions
 from .config import JobConfig
 from .errors import Cancelled, OutOfMemory
+from .eta import ModeCostETA, probe_render_costs
 from .field import BackgroundField, NeRFField, SolidBackground
 from .occupancy import OccupancyGrid
 from .prompts import ViewPrompts
@@ -33,6 +34,7 @@ def build_field(cfg: JobConfig) -> tuple[NeRFField, BackgroundField]:
     field = NeRFField(
         bound=cfg.bound, encoding=cfg.encoding, hidden_dim=cfg.hidden_dim, hash_levels=cfg.hash_levels,
         hash_log2_table=cfg.hash_log2_table, blob_density=cfg.blob_density, blob_radius=cfg.blob_radius,
+        frequency_bands=cfg.frequency_bands, hash_max_resolution=cfg.hash_max_resolution,
     )
     return field, BackgroundField(fixed=cfg.background)
 
@@ -131,6 +133,17 @@ class Trainer:
             return "albedo"
         ratios = [self.scheduled(k) for k in ("albedo_ratio", "shaded_ratio", "textureless_ratio")]
         return self.host_rng.choices(SHADING_MODES, weights=ratios)[0]
+
+    def shading_phases(self) -> tuple[int, dict[str, float]]:
+        """(albedo-only steps at the start, the mix after them) as the ETA costs the run: the warm-up
+        lasts until a non-albedo share first exceeds 0; after it, the mix at the end of the run
+        (exact for the recipe's jump at 20 %, an approximation for a ramped mix)."""
+        cfg = self.cfg
+        keys = ("albedo_ratio", "shaded_ratio", "textureless_ratio")
+        firsts = [schedule.first_step_above(getattr(cfg, k), cfg.steps) for k in keys[1:]]
+        warmup = min((f for f in firsts if f is not None), default=cfg.steps)
+        mix = {mode: schedule.value_at(getattr(cfg, k), cfg.steps - 1, cfg.steps) for mode, k in zip(SHADING_MODES, keys)}
+        return max(cfg.albedo_warmup, warmup), mix
 
     def update_occupancy(self) -> None:
         """Refresh the occupancy grid every ``occupancy_update_every`` steps (and before the first)."""
@@ -240,6 +253,11 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         self.cancel.install()
+        warmup, mix = self.shading_phases()
+        timer = ModeCostETA(cfg.steps, warmup, mix, periodic={"preview": cfg.preview_every, "checkpoint": cfg.checkpoint_every})
+        if self.step < min(warmup, cfg.steps) < cfg.steps:  # modes the warm-up will not measure
+            timer.probe = probe_render_costs(self.field, self.background, cfg, self.device, timer.modes_after_warmup(),
+                                             occupancy=self.occupancy)
         start_step, t0 = self.step, time.monotonic()
         bar = None
         if self.progress_bar:
@@ -251,7 +269,9 @@ class Trainer:
             while self.step < cfg.steps:
                 self.stop_if_cancelled()
                 try:
+                    t_step = time.monotonic()
                     stats = self.train_step()
+                    timer.record(stats["mode"], time.monotonic() - t_step)
                 except RuntimeError as exc:
                     if is_oom(exc):
                         raise OutOfMemory(OOM_ADVICE) from exc
@@ -259,8 +279,7 @@ class Trainer:
                 self.guard.poll(self.step, force=self.step == cfg.steps)
                 now = time.monotonic()
                 elapsed = now - t0
-                rate = (self.step - start_step) / max(elapsed, 1e-9)
-                eta = (cfg.steps - self.step) / rate if rate > 0 else None
+                eta = timer.eta(self.step)
                 if bar is not None:
                     bar.update(1)
                 # The loss is read back to the host only when reported (at most ~4 times a second):
@@ -274,9 +293,13 @@ class Trainer:
                                      elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 1),
                                      skipped=self.guard.skipped)
                 if self.step % cfg.preview_every == 0 or self.step == cfg.steps or self.step == start_step + 1:
+                    t_job = time.monotonic()
                     self.write_preview()
+                    timer.record_periodic("preview", time.monotonic() - t_job)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    t_job = time.monotonic()
                     self.save_checkpoint()
+                    timer.record_periodic("checkpoint", time.monotonic() - t_job)
                     log.info("step %d/%d loss %.4g", self.step, cfg.steps, float(stats["loss"]))
         finally:
             if bar is not None:

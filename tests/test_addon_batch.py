@@ -17,7 +17,7 @@ def run_batch(tmp_path, prompts: list[str]):
     out = tmp_path / "out"
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"))
     cmd = [sys.executable, "-m", "dreamfusion_blender.batch", "generate", "--prompts", str(pfile), "--out", str(out),
-           "--model", str(H.tiny_model()), "--device", "cpu", "--python", sys.executable, *H.FAST_ARGS, *H.FAST_SET]
+           "--model", str(H.tiny_model()), "--device", "cpu", "--python", H.engine_python(), *H.FAST_ARGS, *H.FAST_SET]
     proc = subprocess.run(cmd, cwd=H.ROOT, env=env, capture_output=True, text=True, timeout=600)
     return proc, out
 

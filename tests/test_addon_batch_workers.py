@@ -23,7 +23,7 @@ def run_batch(tmp_path, *extra: str):
     pfile.write_text("a red cube\na blue sphere\n", encoding="utf-8")
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "dreamfusion_blender.batch", "generate", "--prompts", str(pfile), "--out", str(tmp_path / "out"),
-           "--device", "cpu", "--python", sys.executable, *TINY_ADDON, *extra]
+           "--device", "cpu", "--python", H.engine_python(), *TINY_ADDON, *extra]
     return subprocess.run(cmd, cwd=H.ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 

@@ -31,6 +31,11 @@ FAST_SET = [x for item in FAST_SETTINGS.split() for x in ("--set", item)]
 _TINY: Path | None = None
 
 
+def engine_python() -> str:
+    """The interpreter with torch: this one, or (bpy 4.2 run, a venv with only bpy) $DREAMFUSION_PYTHON."""
+    return os.environ.get("DREAMFUSION_PYTHON") or sys.executable
+
+
 def tiny_model() -> Path:
     """The tiny pixel-space diffusers model (tests/tiny_models.py), built once per test session."""
     global _TINY
@@ -38,7 +43,7 @@ def tiny_model() -> Path:
         # In a subprocess: the test process holds bpy and stays free of torch, like Blender would.
         folder = Path(tempfile.mkdtemp(prefix="dreamfusion-tiny-")) / "tiny"
         code = f"from tiny_models import make_tiny_pixel_model; make_tiny_pixel_model({str(folder)!r})"
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT / "tests", check=True, capture_output=True, timeout=300)
+        subprocess.run([engine_python(), "-c", code], cwd=ROOT / "tests", check=True, capture_output=True, timeout=300)
         _TINY = folder
     return _TINY
 
@@ -50,6 +55,27 @@ def enable_addon():
     if "dreamfusion_blender" not in bpy.context.preferences.addons:
         addon_utils.enable("dreamfusion_blender", default_set=True, handle_error=None)
     return bpy.context.preferences.addons["dreamfusion_blender"].preferences
+
+
+def drive_queue(timeout: float = 400.0, on_tick=None) -> list:
+    """Tick until the running job and every queued one are handled; returns the jobs in start order."""
+    from dreamfusion_blender import runner
+    from dreamfusion_blender.jobs import MANAGER
+
+    jobs, deadline = [], time.monotonic() + timeout
+    while True:
+        job = MANAGER.current
+        if job is not None and (not jobs or jobs[-1] is not job):
+            jobs.append(job)
+        if job is not None and job.handled and not MANAGER.queue:
+            return jobs
+        if time.monotonic() > deadline:
+            MANAGER.cancel_all()
+            raise AssertionError(f"the queue did not finish in {timeout}s: {[j.label for j in jobs]}")
+        runner.tick()
+        if on_tick is not None:
+            on_tick(MANAGER.current)
+        time.sleep(0.05)
 
 
 def drive(job, timeout: float = 240.0, on_tick=None):

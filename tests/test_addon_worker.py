@@ -160,5 +160,5 @@ def test_engine_setup_reports_the_failing_step(tmp_path):
     setup = engine_env.EngineSetup(tmp_path / "venv", requirements=req, env=env).start()
     st = setup.wait(timeout=240)
     assert not st.running and st.ok is False, st
-    assert st.message.startswith("step 2/2 failed") and "dreamfusion-package-that-does-not-exist" in st.message
+    assert st.message.startswith("step 2/3 failed") and "dreamfusion-package-that-does-not-exist" in st.message
     assert engine_cli.venv_python(tmp_path / "venv").is_file()  # step 1 did its job

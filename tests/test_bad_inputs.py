@@ -221,7 +221,8 @@ def test_catalogue_is_documented():
 # Cases tested below (outside the table) that the catalogue lists too.
 EXTRA_DOCUMENTED = ["prompts-not-utf8", "prompts-missing", "batch-out-under-file", "prompts-empty", "prompt-dash-help",
                     "negative-prompt-dash", "run-dir-dash", "export-out-partial-exists", "model-defaults-bad",
-                    "sigint-load", "sigint-preview", "sigint-export", "sigterm-export", "cancel-file-export"]
+                    "sigint-load", "sigint-preview", "sigint-export", "sigterm-export", "cancel-file-export",
+                    "worker-prompt-dash-help"]
 
 
 # --- batch and the add-on worker's command lines -----------------------------------------------------
@@ -509,3 +510,21 @@ def test_events_are_strict_json():
     EventStream(to_stdout=True, stream=buf).emit("progress", loss=float("nan"), eta_s=float("inf"), step=torch.tensor(3))
     (event,) = stdout_events(buf.getvalue())
     assert (event["loss"], event["eta_s"], event["step"]) == (None, None, 3)
+
+
+def test_worker_prompt_dash_help_reaches_the_engine_as_text(tmp_path):
+    """worker-prompt-dash-help: the add-on's worker starts the real engine with the prompt "--help"; the
+    engine reads it as the prompt (here refused for a bad setting, proving it went past argv parsing)
+    instead of printing help and exiting 0, which the add-on reported as "unknown failure"."""
+    from dreamfusion_blender import engine_cli, events
+    from dreamfusion_blender.worker import Worker
+
+    req = engine_cli.GenerateRequest(prompt="--help", out=str(tmp_path / "runs"), model="builtin:shapes",
+                                     extra=("--set", "steps=0"))
+    worker = Worker(engine_cli.generate_argv(sys.executable, req), env=engine_cli.worker_env()).start()
+    state = worker.wait(timeout=120)
+    assert state.exited and state.returncode == 2 and state.error_kind == "input", state
+    assert "steps must be a positive" in state.message and not state.stray_lines
+    assert not (tmp_path / "runs").exists()
+    cancelled = events.apply(events.RunState(), {"event": "cancelled", "run_dir": None, "step": None, "checkpoint": None})
+    assert cancelled.status == "cancelled" and "nothing was written" in cancelled.message

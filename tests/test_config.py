@@ -21,6 +21,8 @@ def test_bad_prompts(prompt, match):
     (dict(steps=0), "positive"), (dict(steps=-5), "positive"), (dict(guidance_scale=-1.0), "guidance"),
     (dict(t_min=0.5, t_max=0.4), "t_min"), (dict(texture_size=10), "texture size"), (dict(device="tpu"), "device"),
     (dict(distance_min=0.5), "outside the bounding sphere"), (dict(albedo_ratio=0, shaded_ratio=0, textureless_ratio=0), "ratios"),
+    (dict(frequency_bands=0), "frequency_bands"), (dict(frequency_bands=40), "frequency_bands"),
+    (dict(hash_max_resolution=8), "hash_max_resolution"),
 ])
 def test_bad_settings(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -41,3 +43,12 @@ def test_set_option_parsing():
         parse_set_option("nope=1")
     with pytest.raises(ConfigError, match="cannot read"):
         parse_set_option("steps=many")
+
+
+def test_field_settings_reach_the_field():
+    from engine.train import build_field
+
+    field, _ = build_field(build_config("draft", prompt="a mug", encoding="frequency", frequency_bands=5))
+    assert field.encoding.output_dim == 3 * (2 * 5 + 1)
+    field, _ = build_field(build_config("draft", prompt="a mug", hash_levels=4, hash_max_resolution=128, hash_log2_table=12))
+    assert field.encoding.resolutions.tolist() == [16, 32, 64, 128]

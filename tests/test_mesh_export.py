@@ -530,3 +530,16 @@ def test_auto_iso_on_a_hash_grid_run(tmp_path):
     print(f"hash-grid run: iso={res.iso:.3g} silhouette IoU={iou:.3f}, NeRF mask {nerf.mean():.3f} of the pixels")
     assert 0.05 < nerf.mean() < 0.8  # a real object in view, not two empty (or full) masks
     assert res.iso_method == "auto" and iou >= 0.9
+
+
+def test_features_thinner_than_the_coarse_grid(tmp_path):
+    """Rods 0.024 thick between coarse grid points 0.043 apart (128^3: coarse 48^3) never reach the
+    level on the coarse grid; their tails do, so coarse-to-fine still finds all 12 (as dense
+    sampling does) instead of calling the field empty."""
+    shape = af.grille(radius=0.012, count=12)
+    s = dict(resolution=128, texture_size=64, progress=False, iso=af.ISO, target_faces=None, keep_fraction=0.0)
+    fast = export_field(shape.density, af.octant_albedo, tmp_path / "fast", ExportSettings(**s))
+    dense = export_field(shape.density, af.octant_albedo, tmp_path / "dense", ExportSettings(sampling="dense", **s))
+    assert fast.n_components == dense.n_components == 12
+    assert abs(fast.n_faces_extracted - dense.n_faces_extracted) <= 0.01 * dense.n_faces_extracted
+    assert fast.points_queried < dense.points_queried / 3

@@ -13,7 +13,7 @@ from engine import schedule
 from engine.config import JobConfig, build_config, parse_set_option
 from engine.errors import ConfigError
 from engine.guidance import Guidance
-from engine.recipe import RECIPE_KEYS, family_recipe, resolve
+from engine.recipe import FAMILY_CHANGES, RECIPE_KEYS, family_recipe, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -75,9 +75,7 @@ BEFORE_RECIPE = dict(
     elevation_min=-10.0, elevation_max=90.0, distance_min=2.0, distance_max=3.0, uniform_sphere_rate=0.0,
     view_embedding="labels", perp_neg=False, orientation_weight=0.01, orientation_average="all_rays", opacity_weight=0.001,
     t_min=0.02, t_max=0.98, focal_min=0.7, focal_max=1.35, overhead_elevation=60.0, ambient=0.1, lr=1e-2,
-    # the prior's own pins, unchanged
-    guidance_scale=20.0, albedo_ratio=0.3, shaded_ratio=0.7, textureless_ratio=0.0, background="white", steps=400,
-    render_resolution=32, samples_per_ray=32,
+    guidance_scale=20.0,
 )
 
 
@@ -87,11 +85,13 @@ def test_builtin_prior_keeps_its_measured_settings():
     recommended = json.loads((folder / "dreamfusion.json").read_text())
     cfg = build_config("standard", prompt="a red cube", model="builtin:shapes")
     resolve(cfg, "pixel", recommended)
+    assert cfg.steps == recommended["defaults"]["steps"]
     changed = {k: getattr(cfg, k) for k in BEFORE_RECIPE if getattr(cfg, k) != BEFORE_RECIPE[k]}
     assert not changed, f"the builtin prior's runs would change: {changed}"
-    # Every recipe setting that differs from before is pinned by the prior or equal to before.
+    assert all(getattr(cfg, k) == v for k, v in recommended["defaults"].items())  # its own settings apply
+    # Any other recipe setting is the engine's default (the recipe did not change it for pixel models).
     for key in RECIPE_KEYS:
-        if key in BEFORE_RECIPE:
+        if key in BEFORE_RECIPE or key in recommended["defaults"] or key in FAMILY_CHANGES["pixel"]:
             continue
         assert getattr(cfg, key) == getattr(JobConfig(), key), key
 

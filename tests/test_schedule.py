@@ -56,3 +56,11 @@ def test_schedule_fields_parse_from_set_and_validate_their_range():
 def test_bad_scheduled_settings(overrides, match):
     with pytest.raises(ConfigError, match=match):
         build_config("draft", prompt="a mug", **overrides)
+
+
+def test_first_step_above_finds_the_jump_and_the_ramp():
+    assert schedule.first_step_above("0->0.375@0.2:0.2", 1001) == 201  # the step after 20 % of the run
+    assert schedule.first_step_above(0.4, 100) == 0 and schedule.first_step_above(0.0, 100) is None
+    ramp = schedule.parse("0->1@0.5:1")
+    s = schedule.first_step_above("0->1@0.5:1", 101, 0.5)
+    assert ramp.at(s, 101) > 0.5 >= ramp.at(s - 1, 101)

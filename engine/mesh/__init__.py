@@ -111,7 +111,10 @@ def _sample_grid(density_fn, s: ExportSettings, rep: Reporter):
     n_queried = grid.points_inside(first.shape[0], s.bound)
     with rep.stage("iso"):
         choice = iso_mod.IsoChoice(float(s.iso), "given") if s.iso is not None else iso_mod.choose_iso(first, s.bound)
-        surface.check_occupancy(first, choice.iso, s.bound)
+        if dense or first.max() > choice.iso:
+            surface.check_occupancy(first, choice.iso, s.bound)
+        # else: a feature thinner than the coarse spacing may still reach the level: the fine grid decides
+        # (surface.check_not_empty).
     if dense:
         return first, choice, n_queried
     g = first

@@ -10,8 +10,8 @@ Coarse to fine (``sample_near_surface``): querying every point of a 256^3 grid c
 for a trained hash-grid field on a CPU, but marching cubes only needs exact values in the cells the
 surface crosses. So a coarse grid (about N/4 per axis) is sampled first, the level is chosen on it,
 and each finer level (``refinement_levels``: sizes doubling up to N) queries only its points inside
-the previous level's cells whose corner values come near that level (within a factor ``BAND``),
-grown by one cell; every other point takes the previous level's trilinear interpolation, which is on the same side of the level as the cell's corners, so
+the previous level's cells that straddle the level or hold a density above iso / ``TAIL`` (a thin
+feature's tail), grown by one cell; every other point takes the previous level's trilinear interpolation, which is on the same side of the level as the cell's corners, so
 marching cubes finds no surface there (and the grid still has no open border, so the mesh stays
 closed). A feature thinner than a coarse cell that no coarse point sees is missed; the coarse
 spacing (2/63 of the bound at 256^3) is the limit."""
@@ -91,7 +91,10 @@ def _check_density(sigma: torch.Tensor, n: int) -> torch.Tensor:
     return sigma.float()
 
 
-BAND = 1.0  # refine cells whose corners span [iso / BAND, iso * BAND] (1: straddle the level), and their neighbours
+# Refine cells with a corner below the level and one above iso / TAIL (straddling the level, or
+# holding the tail of something denser between the coarse points: a rod thinner than a coarse cell
+# shows up there only as its sigmoid tail), and their neighbours.
+TAIL = 8.0
 
 
 def coarse_resolution(resolution: int) -> int:
@@ -111,13 +114,13 @@ def refinement_levels(resolution: int) -> list[int]:
 
 
 def _active_cells(coarse: np.ndarray, iso: float) -> np.ndarray:
-    """(nc-1)^3 bool: coarse cells whose 8 corners come within a factor BAND of iso, grown by one cell."""
+    """(nc-1)^3 bool: cells with a corner below iso and one above iso / TAIL, grown by one cell."""
     c = coarse
     cmax = np.maximum.reduce([c[a:a + c.shape[0] - 1, b:b + c.shape[1] - 1, d:d + c.shape[2] - 1]
                               for a in (0, 1) for b in (0, 1) for d in (0, 1)])
     cmin = np.minimum.reduce([c[a:a + c.shape[0] - 1, b:b + c.shape[1] - 1, d:d + c.shape[2] - 1]
                               for a in (0, 1) for b in (0, 1) for d in (0, 1)])
-    active = (cmax > iso / BAND) & (cmin < iso * BAND)
+    active = (cmax > iso / TAIL) & (cmin < iso)
     return binary_dilation(active, structure=np.ones((3, 3, 3), dtype=bool))
 
 

@@ -1,12 +1,14 @@
 """SDS end to end with the builtin prior: generate each prompt, then score the shape it recovered.
 
-    python -m engine.priors.eval_sds --prompts "a red cube" "a blue sphere" --steps 600 --seeds 0 1 \
+    python -m engine.priors.eval_sds --prompts "a red cube" "a blue sphere" --seeds 0 1 \
         --table docs/SDS_SHAPES.md
 
 Each run goes through the real CLI (``engine.cli.main``: config, guidance loader, training loop,
 checkpoint), then ``engine.evaluate.score_field`` measures volumetric IoU (raw and normalised, and
-against every other shape), silhouette IoU and albedo colour error. The Markdown table records
-seeds, steps and time per run.
+against every other shape), silhouette IoU, albedo colour error and the surface quality (normal
+consistency, area within a voxel of the true surface) of the exported .glb (the run's asset/, at
+the level the exporter chose). The Markdown table records seeds, steps and time per run (generate,
+export included).
 """
 
 from __future__ import annotations
@@ -26,38 +28,52 @@ from ..export_run import load_field
 from ..train import build_field
 
 # Settings every scored run uses, besides the prior's own recommendations (dreamfusion.json).
-EVAL_ARGS = ["--model", "builtin:shapes", "--device", "cpu", "--no-export", "--no-progress"]
+EVAL_ARGS = ["--model", "builtin:shapes", "--device", "cpu", "--no-progress"]
 
 
-def run_and_score(prompt: str, steps: int, seed: int, runs_dir: Path, extra: list[str] | None = None) -> dict:
-    out = runs_dir / f"seed{seed}"
-    before = set(out.glob("*")) if out.exists() else set()
-    t0 = time.perf_counter()
-    code = cli.main(["generate", prompt, "--out", str(out), "--steps", str(steps), "--seed", str(seed), *EVAL_ARGS, *(extra or [])])
-    seconds = time.perf_counter() - t0
-    if code != 0:
-        raise RuntimeError(f"generate {prompt!r} failed with exit code {code}")
-    run_dir = next(iter(set(out.glob("*")) - before))
+def score_run(run_dir: Path, prompt: str) -> dict:
+    """Scores of a finished run folder: the field from its last checkpoint, the surface from the
+    exported asset (the .glb a user gets, at the level the exporter chose and recorded)."""
+    import trimesh
+
     cfg = runfolder.load_run_config(run_dir)
     state = runfolder.load_checkpoint(run_dir)
     field = load_field(run_dir, cfg, torch.device("cpu"), state)
     _, background = build_field(cfg)
     background.load_state_dict(state["background"])
-    from ..mesh.iso import auto_iso
+    asset = Path(run_dir) / "asset"
+    meta = json.loads((asset / "asset.json").read_text())
+    mesh = trimesh.load(asset / "asset.glb", force="mesh")
+    iso = meta["iso"]
+    scores = score_field(field, background.eval(), prompt, iso=iso, bound=cfg.bound, mesh=(mesh.vertices, mesh.faces)).to_json()
+    scores.update(prompt=prompt, iso=iso, run_dir=str(run_dir), glb=str(asset / "asset.glb"))
+    return scores
 
-    # The exporter's surface: the run's iso if it set one, else the automatic level (engine/mesh/iso.py).
-    iso = cfg.iso if cfg.iso is not None else auto_iso(field.density, cfg.bound).iso
-    scores = score_field(field, background.eval(), prompt, iso=iso, bound=cfg.bound).to_json()
-    scores.update(prompt=prompt, seed=seed, steps=steps, iso=iso, seconds=round(seconds, 1), run_dir=str(run_dir))
+
+def run_and_score(prompt: str, steps: int | None, seed: int, runs_dir: Path, extra: list[str] | None = None) -> dict:
+    """Generate (the prior's recommended settings; ``steps`` None: its run length) and score."""
+    out = runs_dir / f"seed{seed}"
+    before = set(out.glob("*")) if out.exists() else set()
+    t0 = time.perf_counter()
+    steps_args = ["--steps", str(steps)] if steps else []
+    code = cli.main(["generate", prompt, "--out", str(out), *steps_args, "--seed", str(seed), *EVAL_ARGS, *(extra or [])])
+    seconds = time.perf_counter() - t0
+    if code != 0:
+        raise RuntimeError(f"generate {prompt!r} failed with exit code {code}")
+    run_dir = next(iter(set(out.glob("*")) - before))
+    scores = score_run(run_dir, prompt)
+    scores.update(seed=seed, steps=runfolder.load_run_config(run_dir).steps, seconds=round(seconds, 1))
     return scores
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = ("| prompt | seed | steps | time (s) | vol. IoU | vol. IoU (norm.) | best-matching shape (norm. / in place) "
-            "| silhouette IoU | colour error | nearest colour |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| prompt | seed | steps | time (s) | vol. IoU in place / norm. | best-matching shape (norm. / in place) "
+            "| silhouette IoU | normal consistency | area within a voxel | colour error | nearest colour |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
-        f"| {r['prompt']} | {r['seed']} | {r['steps']} | {r['seconds']} | {r['volume_iou']:.3f} | {r['volume_iou_normalised']:.3f} "
-        f"| {r['predicted_shape']} / {r['predicted_shape_in_place']} | {r['silhouette_iou']:.3f} | {r['colour_error']:.3f} | {r['predicted_colour']} |\n"
+        f"| {r['prompt']} | {r['seed']} | {r['steps']} | {r['seconds']} | {r['volume_iou']:.3f} / {r['volume_iou_normalised']:.3f} "
+        f"| {r['predicted_shape']} / {r['predicted_shape_in_place']} | {r['silhouette_iou']:.3f} "
+        f"| {r['normal_consistency']:.3f} | {r['surface_within_voxel']:.3f} | {r['colour_error']:.3f} | {r['predicted_colour']} |\n"
         for r in rows
     )
     return head + body
@@ -66,7 +82,7 @@ def markdown_table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", nargs="+", default=["a red cube", "a blue sphere", "a green cylinder", "a yellow cone", "a red torus"])
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, help="default: the prior's recommended run length (its dreamfusion.json)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/eval_sds"))
     ap.add_argument("--table", type=Path, help="append the Markdown table (with machine info) to this file")
@@ -82,8 +98,9 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             row = run_and_score(prompt, args.steps, seed, args.runs_dir, extra)
             rows.append(row)
-            print(json.dumps({k: row[k] for k in ("prompt", "seed", "seconds", "volume_iou_normalised", "predicted_shape",
-                                                   "silhouette_iou", "colour_error", "predicted_colour")}), flush=True)
+            print(json.dumps({k: row[k] for k in ("prompt", "seed", "seconds", "volume_iou", "volume_iou_normalised",
+                                                   "predicted_shape_in_place", "silhouette_iou", "normal_consistency",
+                                                   "colour_error", "predicted_colour")}), flush=True)
     table = markdown_table(rows)
     print(table)
     if args.json:
