@@ -7,6 +7,7 @@ to the process's exit, the exit code and the last event. ``--engine-root`` runs 
 engine (e.g. the old code) for a side-by-side figure; the load average is printed with each row.
 
     .venv/bin/python bench/bench_cancel.py [--engine-root /path/to/checkout] [--repeat 1]
+    .venv/bin/python bench/bench_cancel.py --spawn-cost RUN_DIR   # export: child process vs in-process
 """
 
 from __future__ import annotations
@@ -60,14 +61,44 @@ def one(stage: str, engine_root: Path, out: Path, preview_every: int, export_res
             "run_dir": (last or {}).get("run_dir"), "load": os.getloadavg()[0]}
 
 
+def spawn_cost(run_dir: Path, repeat: int) -> None:
+    """What running the export in a stoppable child process costs: export_run (spawn) against the same
+    export in this process, interleaved, on one run folder."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from engine import runfolder
+    from engine.export_run import _settings, export_run, load_field
+    from engine.mesh import export_field
+    from engine.protocol import EventStream
+
+    cfg = runfolder.load_run_config(run_dir)
+    print(f"| export of {run_dir.name} at {cfg.mesh_resolution}^3 | in-process s | child process s | load avg |")
+    print("| --- | --- | --- | --- |")
+    for i in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.monotonic()
+            field = load_field(run_dir, cfg, torch.device("cpu"))
+            with torch.no_grad():
+                export_field(field.density, field.albedo, Path(tmp) / "a", _settings(cfg, "cpu", False))
+            inproc = time.monotonic() - t0
+            t0 = time.monotonic()
+            export_run(run_dir, cfg, EventStream(), torch.device("cpu"), out_dir=Path(tmp) / "b", progress=False)
+            child = time.monotonic() - t0
+        print(f"| run {i + 1} | {inproc:.2f} | {child:.2f} | {os.getloadavg()[0]:.1f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--spawn-cost", type=Path, metavar="RUN_DIR")
     ap.add_argument("--engine-root", type=Path, default=ROOT)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--preview-every", type=int, default=5)
     ap.add_argument("--export-resolution", type=int, default=128)
     ap.add_argument("--stages", default="train,preview,export")
     args = ap.parse_args()
+    if args.spawn_cost:
+        return spawn_cost(args.spawn_cost, args.repeat)
     print(f"engine: {args.engine_root}")
     print("| stage | s from SIGINT to the cancelled/error event | s to process exit | exit code | last event | run_dir given | load avg (1 min) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

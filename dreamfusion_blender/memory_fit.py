@@ -1,26 +1,30 @@
 """Does the chosen preset fit the GPU `engine check` found? Estimates, and what to do when it does not.
 
-No bpy here. The figures are docs/BENCHMARKS.md's fp16 estimate for a Stable-Diffusion-1.5-size model
-(weights 1.89 GiB, CUDA context 0.75, activations 2.93 of which the fp32 render's saved tensors are 0.92
-at 64 px / 48 samples per ray), with the render part scaled to each preset's render size and samples,
-plus 0.43 GiB for SD 2.x's larger text encoder, and the benchmark's +20 % for fragmentation. They are
-computed from CPU measurements, not measured on a GPU: the panel says "estimated".
+No bpy here. The figures are docs/BENCHMARKS.md's fp16 estimates for a Stable-Diffusion-1.5-size model,
+made from CPU measurements (not measured on a GPU; the panel says "estimated"): weights 1.89 GiB, VAE
+activations at 512² 1.48, U-Net transient 0.38, CUDA context 0.75; the NeRF's saved render tensors with
+the fast render path 1.2 GiB at 128 px × 96 samples per ray × 12 hash levels, scaled to each preset's
+pixels × samples × levels; NeRF + Adam = levels × table × 2 features × 16 bytes. Plus 0.43 GiB for SD 2.x's
+larger text encoder, and the benchmark's +20 % for fragmentation (high: 7.6 GiB, as BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-WEIGHTS_GB, CONTEXT_GB, ACTIVATIONS_GB, RENDER_SAVED_GB = 1.89, 0.75, 2.93, 0.92
+WEIGHTS_GB, VAE_GB, UNET_GB, CONTEXT_GB = 1.89, 1.48, 0.38, 0.75
+RENDER_SAVED_GB_PER_UNIT = 1.2 / (128 * 128 * 96 * 12)  # per pixel × sample × hash level
 SD2_TEXT_ENCODER_EXTRA_GB = 0.43  # OpenCLIP ViT-H (340M) vs CLIP ViT-L (123M), fp16
 SLACK = 1.2
-PRESET_RENDER = {"draft": (64, 48), "standard": (64, 64), "high": (128, 96)}  # render px, samples/ray (engine/config.py)
+# render px, samples per ray, hash levels, log2 hash table size (engine/config.py PRESETS)
+PRESETS = {"draft": (64, 48, 12, 15), "standard": (64, 64, 12, 16), "high": (128, 96, 16, 19)}
 ORDER = ("high", "standard", "draft")
 
 
 def estimate_gb(preset: str, model: str = "") -> float:
     """Estimated peak GPU memory (GiB, with slack) of an SDS run with this preset and a latent SD model."""
-    px, spp = PRESET_RENDER[preset]
-    render = RENDER_SAVED_GB * (px / 64) ** 2 * (spp / 48)
-    total = WEIGHTS_GB + CONTEXT_GB + ACTIVATIONS_GB - RENDER_SAVED_GB + render
+    px, spp, levels, log2 = PRESETS[preset]
+    render = RENDER_SAVED_GB_PER_UNIT * px * px * spp * levels
+    nerf = levels * 2**log2 * 2 * 16 / 2**30
+    total = WEIGHTS_GB + nerf + render + VAE_GB + UNET_GB + CONTEXT_GB
     if "stable-diffusion-2" in model.lower():
         total += SD2_TEXT_ENCODER_EXTRA_GB
     return round(total * SLACK, 1)

@@ -205,7 +205,8 @@ class DREAMFUSION_OT_resume(_JobOperator, bpy.types.Operator):
 
 
 class DREAMFUSION_OT_reexport(_JobOperator, bpy.types.Operator):
-    """Export the last run's checkpoint again (with the panel's mesh resolution and texture size) and import it"""
+    """Export the last run's checkpoint again (with the panel's mesh resolution and texture size) and put it in
+    place of the run's object (or next to it, with Keep previous)"""
 
     bl_idname = "dreamfusion.reexport"
     bl_label = "Re-export"

@@ -316,6 +316,11 @@ class DREAMFUSION_OT_delete_model(bpy.types.Operator):
         return context.window_manager.invoke_confirm(self, event)
 
     def execute(self, context):
+        from .jobs import MANAGER
+
+        if MANAGER.busy:  # the running job may be reading (or writing) this very folder
+            self.report({"ERROR"}, f"a {MANAGER.current.kind} job is running; delete the model when it has finished")
+            return {"CANCELLED"}
         try:
             model_store.delete(models_dir(), Path(self.path))
         except (ValueError, OSError) as exc:

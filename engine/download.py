@@ -89,6 +89,8 @@ def _rename_variants(folder: Path, files: list[str]) -> None:
 
 
 def _bytes_on_disk(folder: Path) -> int:
+    # Same walk as the add-on's model_store.folder_size: the engine and the add-on share no code
+    # (separate processes and environments; tests/test_imports_boundary.py).
     total = 0
     for root, _dirs, files in os.walk(folder):
         for f in files:

@@ -271,7 +271,8 @@ class Trainer:
                 try:
                     t_step = time.monotonic()
                     stats = self.train_step()
-                    timer.record(stats["mode"], time.monotonic() - t_step)
+                    if self.step > start_step + 1:  # the first step carries one-off costs (first calls, occupancy grid)
+                        timer.record(stats["mode"], time.monotonic() - t_step)
                 except RuntimeError as exc:
                     if is_oom(exc):
                         raise OutOfMemory(OOM_ADVICE) from exc

@@ -28,8 +28,8 @@ def write_prompts(path: Path, prompts: list[str]) -> Path:
     return path
 
 
-def run_batch_live(args: list[str], on_event=lambda ev: None, timeout: float = 600) -> tuple[int, list[dict], str]:
-    """``python -m engine batch ARGS --json-events --no-progress``; on_event(ev) sees each event as it arrives."""
+def run_batch_live(args: list[str], on_event=lambda ev, proc: None, timeout: float = 600) -> tuple[int, list[dict], str]:
+    """``python -m engine batch ARGS --json-events --no-progress``; on_event(ev, proc) sees each event as it arrives."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "engine", "batch", *args, "--json-events", "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -39,7 +39,7 @@ def run_batch_live(args: list[str], on_event=lambda ev: None, timeout: float = 6
             if line.startswith("{"):
                 ev = json.loads(line)
                 events.append(ev)
-                on_event(ev)
+                on_event(ev, proc)
         rc = proc.wait(timeout=timeout)
     finally:
         if proc.poll() is None:

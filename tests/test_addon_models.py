@@ -97,6 +97,16 @@ def test_download_list_use_and_delete(addon, hub_repo, monkeypatch):
     outside = H.ROOT / "tests"
     with pytest.raises(ValueError):
         model_store.delete(prefs.models_dir(), outside)
+    from dreamfusion_blender.jobs import Job
+    from dreamfusion_blender.worker import Worker
+
+    saved, MANAGER.current = MANAGER.current, Job("generate", Worker(["never-started"]))  # counts as running
+    try:
+        with pytest.raises(RuntimeError, match="job is running"):
+            bpy.ops.dreamfusion.delete_model("EXEC_DEFAULT", path=local)
+    finally:
+        MANAGER.current = saved
+    assert os.path.isdir(local)
     assert bpy.ops.dreamfusion.delete_model("EXEC_DEFAULT", path=local) == {"FINISHED"}
     assert model_store.local_models(prefs.models_dir()) == [] and prefs.settings().model == REPO
     assert os.path.isdir(outside)

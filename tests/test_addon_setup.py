@@ -66,10 +66,10 @@ def test_setup_steps_install_the_chosen_torch_then_check(tmp_path):
 def test_memory_fit_offers_what_fits():
     check = {"cuda_available": True, "device": "cuda", "gpus": [{"name": "RTX 3050", "memory_gb": 8.0}]}
     assert memory_fit.estimate_gb("draft") < memory_fit.estimate_gb("standard") < memory_fit.estimate_gb("high")
-    assert memory_fit.estimate_gb("draft") == round(5.59 * 1.2, 1)  # docs/BENCHMARKS.md's figure
-    fits, msg, smaller = memory_fit.advice(check, "high", "runwayml/stable-diffusion-v1-5")
+    assert memory_fit.estimate_gb("high") == 7.6  # docs/BENCHMARKS.md's high-preset figure (fast render path, +20 %)
+    fits, msg, smaller = memory_fit.advice(check, "high", "stabilityai/stable-diffusion-2-1-base")  # 8.1 GB
     assert fits is False and smaller == "standard" and "8.0 GB" in msg
-    fits, msg, smaller = memory_fit.advice(check, "draft", "stabilityai/stable-diffusion-2-1-base")
+    fits, msg, smaller = memory_fit.advice(check, "high", "runwayml/stable-diffusion-v1-5")
     assert fits is True and smaller is None
     small = {**check, "gpus": [{"name": "GTX 1650", "memory_gb": 4.0}]}
     fits, msg, smaller = memory_fit.advice(small, "draft", "x/y")

@@ -1,6 +1,7 @@
 """``python -m engine batch`` on this machine alone (no Ray): every asset comes back, an engine that
-dies is retried, a bad prompt fails alone and is not retried, a re-run skips what is done, a run
-folder left with a checkpoint is resumed; and every bad input is refused before any work starts."""
+dies is retried, a bad prompt fails alone and is not retried, a re-run skips what is done, Ctrl-C
+cancels and keeps the rest; and every bad input is refused before any work starts. (Resuming a run
+folder left with a checkpoint is the same code on both backends: tests/test_batch_ray.py.)"""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_helpers import (BAD, GOOD, ROOT, TINY, assert_resumed, is_glb, leave_checkpointed_run, of, run_batch_live,
-                           write_prompts)
+from batch_helpers import BAD, GOOD, ROOT, TINY, is_glb, of, run_batch_live, write_prompts
 from engine import cli
 from engine.batch import manifest as manifest_mod
 from engine.batch.cli import forwarded_argv
@@ -27,7 +27,7 @@ def test_local_batch_retries_a_killed_engine_fails_a_bad_prompt_alone_and_reruns
     out = tmp_path / "out"
     killed = []
 
-    def kill_first_engine(ev):  # a system failure: the engine of "a red cube" is killed once
+    def kill_first_engine(ev, _):  # a system failure: the engine of "a red cube" is killed once
         if ev["event"] == "task_started" and ev["prompt"] == GOOD[0] and not killed:
             killed.append(ev["engine_pid"])
             os.kill(ev["engine_pid"], signal.SIGKILL)
@@ -64,13 +64,22 @@ def test_local_batch_retries_a_killed_engine_fails_a_bad_prompt_alone_and_reruns
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.glb")} == glbs
 
 
-def test_a_run_folder_left_with_a_checkpoint_is_resumed_not_restarted(tmp_path):
+def test_ctrl_c_cancels_the_running_prompt_and_keeps_the_rest_for_a_rerun(tmp_path):
+    prompts = write_prompts(tmp_path / "prompts.txt", GOOD[:3])
     out = tmp_path / "out"
-    left = leave_checkpointed_run(out, GOOD[0])
-    prompts = write_prompts(tmp_path / "prompts.txt", [GOOD[0]])
-    rc, events, err = run_batch_live([str(prompts), "--out", str(out), "--device", "cpu", *TINY])
-    assert rc == 0, err[-3000:]
-    assert_resumed(events, left, out, GOOD[0])
+
+    def interrupt(ev, driver):  # Ctrl-C on the driver while the first prompt's engine starts
+        if ev["event"] == "task_started":
+            driver.send_signal(signal.SIGINT)
+
+    rc, events, err = run_batch_live([str(prompts), "--out", str(out), "--workers", "1", "--device", "cpu", *TINY], interrupt)
+    assert rc == 130, err[-3000:]
+    jobs = json.loads((out / "batch.json").read_text())["jobs"]
+    assert [jobs[job_id(p)]["status"] for p in GOOD[:3]] == ["cancelled", "pending", "pending"], jobs
+    assert len(of(events, "task_started")) == 1 and of(events, "batch_done")[0]["cancelled"] == 1
+    engine_pid = of(events, "task_started")[0]["engine_pid"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(engine_pid, 0)  # the driver stopped its engine and waited for it
 
 
 # ---------------------------------------------------------------- bad input: refused before any work

@@ -33,7 +33,7 @@ def batch(cluster, tmp_path_factory):
     out = tmp / "out"
     killed = []
 
-    def kill_worker(ev):
+    def kill_worker(ev, _):
         if ev["event"] == "task_started" and ev["prompt"] == GOOD[0] and not killed:
             killed.append(ev["pid"])
             os.kill(ev["pid"], signal.SIGKILL)  # the Ray worker process, not just the engine

@@ -69,7 +69,11 @@ def run_local(todo, spec: dict, progress, finish, devices: list[str | None], max
                     result = run_job(job.id, job.prompt, dict(spec, device=device, threads=threads), report)
                     break
                 except EngineCrashed as exc:
-                    if attempt == max_retries or stop.is_set():
+                    if stop.is_set():  # our own SIGTERM reached the engine before it could handle it
+                        result = dict(status="cancelled", kind="cancelled", exit_code=130,
+                                      message="cancelled before it started; a re-run of the batch starts it again")
+                        break
+                    if attempt == max_retries:
                         result = dict(status="failed", kind="crash", exit_code=None, message=str(exc))
                         break
                     progress.retry(job.id, str(exc))
