@@ -249,8 +249,6 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     Same random draws in the same order, so with ``shading=None`` it computes what train_step does;
     the backward is split in two (image gradient through the guidance side, then the render graph
     together with the regularisers), which sums to the same parameter gradients as loss.backward()."""
-    from engine import losses
-    from engine.cameras import sample_cameras, sample_light_positions
     from engine.render import render
 
     cfg, g, dev = trainer.cfg, trainer.guidance, trainer.device
@@ -263,17 +261,13 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
                 exclude.update(p.untyped_storage().data_ptr() for p in mod.parameters())
     clock.start()
     trainer.update_occupancy()
-    cams = sample_cameras(cfg.batch_size, trainer.rng, (cfg.elevation_min, cfg.elevation_max), (cfg.distance_min, cfg.distance_max),
-                          (cfg.focal_min, cfg.focal_max), device=dev)
-    lights = sample_light_positions(cams, trainer.rng)
-    mode = trainer.shading_mode() if shading is None else shading
+    cams, lights, mode, background = trainer.sample_view(shading)
     with count_saved(saved, "render", exclude):
-        out = render(trainer.field, trainer.background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
+        out = render(trainer.field, background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
                      light_positions=lights, ambient=cfg.ambient, generator=trainer.rng, normals=cfg.normals,
                      normal_samples=cfg.normal_samples, occupancy=trainer.occupancy)
     clock.lap("render")
-    cond = trainer.cond_table[cams.label_index(cfg.overhead_elevation)]
-    uncond = trainer.uncond.expand_as(cond)
+    view = trainer.prompts.for_cameras(cams)
     # --- Guidance.sds_loss, in parts
     with count_saved(saved, "vae_encode", exclude):
         x = g.encode_images(out.image)
@@ -284,14 +278,16 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     hi = min(g.num_train_timesteps - 1, int(t_hi * g.num_train_timesteps))
     t = torch.randint(lo, hi + 1, (b,), generator=trainer.rng, device=trainer.rng.device).to(dev)
     noise = torch.randn(x.shape, generator=trainer.rng, device=trainer.rng.device).to(dev)
-    grad, _ = g.sds_gradient(x.detach(), t, noise, cond, uncond, trainer.guidance_scale)
+    grad, _ = g.sds_gradient(x.detach(), t, noise, view.cond, view.uncond, trainer.guidance_scale, view.negatives,
+                             view.negative_weights)
     grad = torch.nan_to_num(grad)
     clock.lap("unet_cfg")
     target = (x - grad).detach()
     sds = 0.5 * F.mse_loss(x, target, reduction="sum") / b
     grad_norm = grad.detach().norm() / b
     # --- rest of train_step
-    reg = cfg.orientation_weight * losses.orientation_loss(out) + cfg.opacity_weight * losses.opacity_loss(out)
+    orientation_term, opacity_term = trainer.regularisers(out)
+    reg = orientation_term + opacity_term
     loss = sds + reg
     trainer.optimizer.zero_grad(set_to_none=True)
     clock.lap("loss")
@@ -1032,6 +1028,12 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(L)
 
 
+def load_results() -> list[dict]:
+    """This benchmark's results in bench/results (other benchmarks keep their JSON there too)."""
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    return [r for r in results if "device" in r and "mean" in r and "unet_floor" in r]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="draft", choices=["draft", "standard", "high"])
@@ -1072,7 +1074,7 @@ def main() -> None:
         build_model(Path(args.build_only), args.model_size)
         return
     if args.markdown_only:
-        md = markdown([json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))])
+        md = markdown(load_results())
         Path(args.out).write_text(md)
         print(md)
         return
@@ -1099,8 +1101,7 @@ def main() -> None:
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{res['name']}.json").write_text(text)
-    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
-    md = markdown(results)
+    md = markdown(load_results())
     Path(args.out).write_text(md)
     print(md)
 

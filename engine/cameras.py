@@ -119,12 +119,14 @@ def sample_cameras(
     distance_range=(2.0, 3.0),
     focal_range=(0.7, 1.35),
     device=None,
+    uniform_sphere_rate: float = 0.0,
 ) -> CameraBatch:
     """Random training cameras as in the paper: azimuth uniform in [0, 360), elevation, distance
     and focal length (× width) uniform in their ranges.
 
-    Elevation is sampled uniformly in angle (the paper's choice), which over-represents the top;
-    the view labels then carry "overhead" for those samples."""
+    Elevation uniform in angle (the paper's choice) over-represents the poles; a share
+    ``uniform_sphere_rate`` of the cameras instead draws it uniformly on the sphere's surface within
+    the same range (threestudio does so for half of its batches), i.e. sin(elevation) uniform."""
 
     # Drawn on the generator's device: a generator on the training device needs no host copy.
     gen_device = generator.device if generator is not None else "cpu"
@@ -134,6 +136,10 @@ def sample_cameras(
 
     az = u(0.0, 360.0)
     el = u(*elevation_range)
+    if uniform_sphere_rate > 0:
+        lo, hi = (math.sin(math.radians(e)) for e in elevation_range)
+        on_sphere = torch.rad2deg(torch.asin(u(lo, hi).clamp(-1.0, 1.0)))
+        el = torch.where(u(0.0, 1.0) < uniform_sphere_rate, on_sphere, el)
     dist = u(*distance_range)
     foc = u(*focal_range)
     return make_cameras(az, el, dist, foc, device=device)

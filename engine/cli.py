@@ -156,20 +156,6 @@ def warn_unknown_words(tokenizer, prompt: str, events: EventStream) -> None:
     events.emit("warning", message=msg)
 
 
-def apply_model_defaults(cfg, defaults: dict, explicit: set) -> None:
-    """Settings a model folder recommends (its dreamfusion.json "defaults", e.g. the builtin prior's
-    32-pixel renders) replace preset values, but never what the user set explicitly."""
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(cfg)}
-    for key, value in defaults.items():
-        if key in known and key not in explicit:
-            setattr(cfg, key, value)
-    validate(cfg)
-    if defaults:
-        log.info("model defaults applied: %s", {k: v for k, v in defaults.items() if k in known and k not in explicit})
-
-
 def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
     from . import runfolder
     from .guidance import pick_device, pick_dtype
@@ -204,7 +190,9 @@ def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
     guidance = load_guidance(cfg, device, dtype, cancel, events, run_dir, state)
     warn_unknown_words(guidance.tokenizer, cfg.prompt, events)
     if run_dir is None:
-        apply_model_defaults(cfg, guidance.recommended.get("defaults", {}), explicit={k for k, v in overrides.items() if v is not None})
+        from .recipe import resolve
+
+        resolve(cfg, guidance.family, guidance.recommended, explicit={k for k, v in overrides.items() if v is not None})
         run_dir = runfolder.create_run_dir(Path(args.out or "runs"), cfg.prompt)
         cfg.save(run_dir / runfolder.CONFIG)
     else:

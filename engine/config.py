@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import schedule
 from .errors import ConfigError
 
 MAX_SEED = 2**63 - 1  # torch and numpy seed with 64-bit integers
@@ -24,6 +25,10 @@ DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 
 @dataclass
 class JobConfig:
+    """One job. The defaults are the recipe for latent models (Stable Diffusion, the default model);
+    engine/recipe.py holds what pixel-space models change and resolves a config for a loaded model;
+    docs/RECIPE.md is the same recipe as a table, with the references' values and a reason for each."""
+
     prompt: str = ""
     negative_prompt: str = ""
     model: str = DEFAULT_MODEL
@@ -37,12 +42,14 @@ class JobConfig:
     steps: int = 5000
     batch_size: int = 1
     lr: float = 1e-2  # hash-grid tables; the MLP heads use lr * mlp_lr_scale
-    mlp_lr_scale: float = 0.1
+    mlp_lr_scale: float = 1.0  # threestudio: one lr (0.01) for the grid and its MLP
     # SDS
     guidance_scale: float | None = None  # None: the model family's default (see guidance.default_guidance_scale)
-    t_min: float = 0.02
-    t_max: float = 0.98
-    t_anneal: bool = False  # linearly lower t_max towards t_anneal_to over the run
+    # Settings typed ``float | str`` take a schedule: a number, or START->END@FROM:TO (engine/schedule.py).
+    # The recipe per model family (engine/recipe.py, docs/RECIPE.md) sets most of what follows.
+    t_min: float | str = 0.02
+    t_max: float | str = 0.98
+    t_anneal: bool = False  # shorthand: t_max ramps linearly to t_anneal_to over the whole run
     t_anneal_to: float = 0.5
     # rendering
     render_resolution: int = 64
@@ -53,11 +60,15 @@ class JobConfig:
     hash_levels: int = 12
     hash_log2_table: int = 16
     hash_max_resolution: int = 1024  # finest hash-grid level (grid cells across the bounding cube)
+    # share of the hash grid's levels that are live, coarse first (threestudio's progressive grid)
+    hash_level_fraction: float | str = "0.5->1@0.2:0.6"
     hidden_dim: int = 64
     blob_density: float = 10.0
     blob_radius: float = 0.5
     ambient: float = 0.1
     background: str = "learned"  # learned (paper: MLP on ray direction) | white (constant; for white-background priors)
+    random_background: float = 0.5  # share of steps that composite over a random solid colour instead (stable-dreamfusion: 0.5)
+    background_lr_scale: float = 0.1  # the background MLP's lr = lr * background_lr_scale
     # normals from the density (engine/render/query.py): forward_difference (3 density evaluations) |
     # finite_difference (central, 6; the first engine's) | analytic (autograd; double backward)
     normals: str = "forward_difference"
@@ -72,23 +83,31 @@ class JobConfig:
     # AutoencoderTiny (TAESD family, e.g. madebyollin/taesd for SD 1.x/2.x) whose ~1M-parameter encoder
     # the SDS gradient then goes back through instead of the VAE's 34M
     latent_encoder: str = "vae"
-    # share of renders per shading mode; the first albedo_warmup steps are albedo-only (paper: geometry
-    # needs a rough colour first before textureless renders carry signal)
-    albedo_ratio: float = 0.2
-    shaded_ratio: float = 0.4
-    textureless_ratio: float = 0.4
-    albedo_warmup: int = 100
+    # share of renders per shading mode (normalised each step); these start albedo-only for the first
+    # 20% of the run (threestudio's ambient-only steps; the paper: geometry needs a rough colour before
+    # textureless renders carry signal). albedo_warmup forces that many albedo-only steps first.
+    albedo_ratio: float | str = "1->0.25@0.2:0.2"
+    shaded_ratio: float | str = "0->0.375@0.2:0.2"
+    textureless_ratio: float | str = "0->0.375@0.2:0.2"
+    albedo_warmup: int = 0
     # cameras (distance in units of the bounding radius; focal in units of image width)
     elevation_min: float = -10.0
-    elevation_max: float = 90.0
-    distance_min: float = 2.0
-    distance_max: float = 3.0
+    elevation_max: float = 45.0
+    distance_min: float = 1.5
+    distance_max: float = 2.0
     focal_min: float = 0.7
     focal_max: float = 1.35
     overhead_elevation: float = 60.0
+    uniform_sphere_rate: float = 0.5  # share of cameras whose elevation is uniform on the sphere, not in angle
+    # view-dependent prompting: "labels" (one embedding per front/side/back/overhead label) or
+    # "interpolate" (stable-dreamfusion: blend front->side->back embeddings by azimuth)
+    view_embedding: str = "interpolate"
+    perp_neg: bool = False  # Perp-Neg: other views' prompts as perpendicular negative guidance (Janus)
     # regularisers
-    orientation_weight: float = 1e-2
-    opacity_weight: float = 1e-3
+    orientation_weight: float | str = "10->1000@0:0.5"
+    # orientation term averaged over the rays that hit something (threestudio) or over all rays
+    orientation_average: str = "nonempty_rays"
+    opacity_weight: float | str = 1.0  # sqrt(opacity² + 0.01), threestudio's "sparsity" term
     # output
     preview_every: int = 250
     preview_views: int = 4
@@ -106,10 +125,20 @@ class JobConfig:
     @classmethod
     def from_json(cls, data: dict) -> "JobConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        # A run folder written before a setting existed ran without it: resume it that way.
+        values = {k: v for k, v in ADDED_WITH_RECIPE.items() if k not in data}
+        values.update({k: v for k, v in data.items() if k in known})
+        return cls(**values)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2))
+
+
+# Settings added with the SD recipe (docs/RECIPE.md) and the value that means "as before they existed".
+ADDED_WITH_RECIPE = dict(
+    hash_level_fraction=1.0, random_background=0.0, background_lr_scale=0.1, uniform_sphere_rate=0.0,
+    view_embedding="labels", perp_neg=False, orientation_average="all_rays",
+)
 
 
 # Presets: what changes between a quick look and a final asset. "draft" is sized to fit an 8 GB GPU
@@ -149,6 +178,12 @@ def parse_set_option(item: str) -> tuple[str, object]:
     if key not in fields:
         raise ConfigError(f"--set: unknown setting {key!r}; known settings: {', '.join(sorted(fields))}")
     default = getattr(JobConfig(), key)
+    if key in SCHEDULE_FIELDS:  # a number, or a ramp kept as text (checked here for a clear message)
+        try:
+            return key, float(raw)
+        except ValueError:
+            schedule.parse(raw, f"--set {key}")
+            return key, raw.strip()
     try:
         if raw.lower() in ("none", "null") and fields[key].default is None:
             return key, None
@@ -177,7 +212,10 @@ def _check_types(cfg: JobConfig) -> None:
         value, default = getattr(cfg, f.name), f.default
         if value is None and "None" in str(f.type):  # optional settings: guidance_scale, iso, ...
             continue
-        if default is None:
+        if f.name in SCHEDULE_FIELDS:  # a number or a schedule's text (checked by validate_recipe_settings)
+            ok = isinstance(value, (int, float, str)) and not isinstance(value, bool)
+            want = "a number or a schedule START->END@FROM:TO"
+        elif default is None:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             want = "a number or none"
         elif isinstance(default, bool):
@@ -229,11 +267,8 @@ def validate(cfg: JobConfig) -> None:
     need(cfg.bound > 0 and cfg.blob_radius > 0, "bound and blob_radius must be positive")
     need(1 <= cfg.hidden_dim <= 1024, "hidden_dim must be between 1 and 1024")
     need(cfg.albedo_warmup >= 0, "albedo_warmup must be >= 0")
-    need(cfg.orientation_weight >= 0 and cfg.opacity_weight >= 0, "regulariser weights must be >= 0")
     need(-90 <= cfg.overhead_elevation <= 90, "overhead_elevation must lie in [-90, 90] degrees")
     need(cfg.guidance_scale is None or cfg.guidance_scale >= 0, "guidance scale must be >= 0 (the paper used 100)")
-    need(0.0 < cfg.t_min < cfg.t_max < 1.0, f"need 0 < t_min < t_max < 1, got t_min={cfg.t_min}, t_max={cfg.t_max}")
-    need(cfg.t_min < cfg.t_anneal_to <= cfg.t_max or not cfg.t_anneal, "t_anneal_to must lie in (t_min, t_max]")
     need(16 <= cfg.render_resolution <= 1024, "render resolution must be between 16 and 1024 pixels")
     need(4 <= cfg.samples_per_ray <= 1024, "samples per ray must be between 4 and 1024")
     need(cfg.normals in ("forward_difference", "finite_difference", "analytic"),
@@ -249,8 +284,7 @@ def validate(cfg: JobConfig) -> None:
     need(1 <= cfg.hash_levels <= 32 and 10 <= cfg.hash_log2_table <= 24, "hash grid: levels 1-32, log2 table size 10-24")
     need(16 <= cfg.hash_max_resolution <= 8192, f"hash_max_resolution must be between 16 (the coarsest level) and 8192, got {cfg.hash_max_resolution}")
     need(1 <= cfg.frequency_bands <= 16, f"frequency_bands must be between 1 and 16, got {cfg.frequency_bands}")
-    ratios = (cfg.albedo_ratio, cfg.shaded_ratio, cfg.textureless_ratio)
-    need(all(r >= 0 for r in ratios) and sum(ratios) > 0, "shading ratios must be >= 0 and not all zero")
+    validate_recipe_settings(cfg, need)
     need(0.0 <= cfg.ambient <= 1.0, "ambient must be in [0, 1]")
     need(cfg.elevation_min < cfg.elevation_max and -90 <= cfg.elevation_min and cfg.elevation_max <= 90,
          "elevation range must lie in [-90, 90] degrees with min < max")
@@ -265,3 +299,36 @@ def validate(cfg: JobConfig) -> None:
     check_device_name(cfg.device)
     need(cfg.dtype in ("auto", "fp32", "fp16", "bf16"), f"dtype must be auto, fp32, fp16 or bf16, got {cfg.dtype!r}")
     need(bool(cfg.model.strip()), "no model given: pass --model with a hub id, a local folder or builtin:shapes")
+
+
+# Settings that accept a schedule (a number or START->END@FROM:TO; see engine/schedule.py).
+SCHEDULE_FIELDS = frozenset(f.name for f in dataclasses.fields(JobConfig) if f.type == "float | str")
+VIEW_EMBEDDINGS = ("labels", "interpolate")
+ORIENTATION_AVERAGES = ("nonempty_rays", "all_rays")
+
+
+def validate_recipe_settings(cfg: JobConfig, need) -> None:
+    """The schedules and the recipe's settings (engine/recipe.py); ``need(cond, message)`` raises."""
+    t_lo = schedule.check_range(cfg.t_min, "t_min", 0.0, 1.0, lo_open=True)
+    t_hi = schedule.check_range(cfg.t_max, "t_max", 0.0, 1.0, lo_open=True)
+    need(t_hi.extremes[1] < 1.0, f"t_max must stay below 1, got {cfg.t_max!r}")
+    points = sorted(set(t_lo.breakpoints + t_hi.breakpoints))
+    need(all(t_lo.at_fraction(f) < t_hi.at_fraction(f) for f in points),
+         f"need t_min < t_max throughout the run, got t_min={cfg.t_min!r}, t_max={cfg.t_max!r}")
+    need(not cfg.t_anneal or all(t_lo.at_fraction(f) < cfg.t_anneal_to <= t_hi.at_fraction(0.0) for f in points),
+         "t_anneal_to must lie in (t_min, t_max]")
+    ratios = [schedule.check_range(getattr(cfg, k), k, 0.0) for k in ("albedo_ratio", "shaded_ratio", "textureless_ratio")]
+    points = sorted({f for r in ratios for f in r.breakpoints})
+    need(all(sum(r.at_fraction(f) for r in ratios) > 0 for f in points),
+         "shading ratios must be >= 0 and not all zero at any point of the run")
+    schedule.check_range(cfg.hash_level_fraction, "hash_level_fraction", 0.0, 1.0, lo_open=True)
+    schedule.check_range(cfg.orientation_weight, "orientation_weight", 0.0)
+    schedule.check_range(cfg.opacity_weight, "opacity_weight", 0.0)
+    need(cfg.orientation_average in ORIENTATION_AVERAGES,
+         f"orientation_average must be one of {', '.join(ORIENTATION_AVERAGES)}, got {cfg.orientation_average!r}")
+    need(0.0 <= cfg.random_background <= 1.0, f"random_background is a share of steps in [0, 1], got {cfg.random_background}")
+    need(0.0 <= cfg.uniform_sphere_rate <= 1.0, f"uniform_sphere_rate is a share of cameras in [0, 1], got {cfg.uniform_sphere_rate}")
+    need(cfg.background_lr_scale > 0, f"background_lr_scale must be positive, got {cfg.background_lr_scale}")
+    need(cfg.view_embedding in VIEW_EMBEDDINGS,
+         f"view_embedding must be one of {', '.join(VIEW_EMBEDDINGS)}, got {cfg.view_embedding!r}")
+    need(isinstance(cfg.perp_neg, bool), f"perp_neg must be true or false, got {cfg.perp_neg!r}")

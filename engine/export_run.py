@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import errors, runfolder
+from . import errors, runfolder, schedule
 from .cancel import CancelFlag
 from .config import JobConfig
 from .errors import Cancelled, ConfigError, EngineError, ExportError
@@ -35,6 +35,8 @@ def load_field(run_dir: Path, cfg: JobConfig, device: torch.device, state: dict 
     field, _ = build_field(cfg)
     state = state if state is not None else runfolder.load_checkpoint(run_dir)
     field.load_state_dict(state["field"])
+    # The hash levels live at the checkpoint's last step: later levels never trained (progressive grid).
+    field.set_level_fraction(schedule.value_at(cfg.hash_level_fraction, max(int(state["step"]) - 1, 0), cfg.steps))
     return field.to(device).eval()
 
 

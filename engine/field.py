@@ -35,6 +35,15 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("dense", torch.tensor(dense), persistent=False)
         self.register_buffer("offsets", torch.arange(levels) * self.table_size, persistent=False)
         self.table = nn.Parameter(torch.empty(levels * self.table_size, features).uniform_(-1e-4, 1e-4))
+        # Coarse-to-fine (threestudio's progressive grid): levels past ``active_levels`` output zeros,
+        # so early SDS steps shape smooth geometry and fine levels join later.
+        self.active_levels = levels
+        self.register_buffer("level_mask", torch.ones(levels), persistent=False)
+
+    def set_active_levels(self, n: int) -> None:
+        """Keep the ``n`` coarsest levels live (at least one); the rest output zeros."""
+        self.active_levels = max(1, min(int(n), self.levels))
+        self.level_mask.copy_((torch.arange(self.levels, device=self.level_mask.device) < self.active_levels).float())
 
     @property
     def output_dim(self) -> int:
@@ -70,6 +79,8 @@ class HashGridEncoding(nn.Module):
         # CPU than embedding's dense backward, which was half of a fast-path render's time (measured).
         feats = self.table.index_select(0, idx.reshape(-1)).reshape(*idx.shape, self.features)  # (N, L, 8, F)
         out = (feats * w[..., None]).sum(2)  # (N, L, F)
+        if self.active_levels < self.levels:
+            out = out * self.level_mask[None, :, None]
         return out.reshape(x.shape[0], -1)
 
 
@@ -107,7 +118,8 @@ class NeRFField(nn.Module):
 
     density(x) = softplus(mlp(x) + blob(x)); softplus rather than the paper's exp keeps fp32 CPU
     training stable with the large SDS gradients of guidance weight 100. The blob
-    ``blob_density * (1 - |x| / blob_radius)`` (paper §3.1's linear form, as Magic3D/threestudio) starts
+    ``blob_density * (1 - |x| / blob_radius)`` (Magic3D's linear form, threestudio's "blob_magic3d";
+    the paper's is a Gaussian) starts
     the optimisation from a ball of radius ``blob_radius`` at the centre, so early gradients shape an
     object rather than empty space. It is *negative* outside that radius on purpose: a freshly
     initialised MLP outputs ~0, and softplus(0) = 0.69 everywhere would fill the whole bounding sphere
@@ -128,6 +140,11 @@ class NeRFField(nn.Module):
         self.trunk = mlp(self.encoding.output_dim, hidden_dim, hidden_dim, layers=2)
         self.density_head = nn.Linear(hidden_dim, 1)
         self.albedo_head = nn.Linear(hidden_dim, 3)
+
+    def set_level_fraction(self, fraction: float) -> None:
+        """Progressive hash grid: keep floor(fraction * levels) levels live (no-op for other encodings)."""
+        if isinstance(self.encoding, HashGridEncoding):
+            self.encoding.set_active_levels(math.floor(fraction * self.encoding.levels + 1e-6))
 
     def blob(self, x: torch.Tensor) -> torch.Tensor:
         r = torch.sqrt((x * x).sum(-1) + 1e-12)  # not x.norm(): finite gradient at the origin
@@ -184,3 +201,15 @@ class BackgroundField(nn.Module):
         if self.fixed == "white":
             return torch.ones(*directions.shape[:-1], 3, device=directions.device, dtype=directions.dtype)
         return torch.sigmoid(self.net(self.encoding(directions)))
+
+
+class SolidBackground(nn.Module):
+    """One colour behind every ray: stable-dreamfusion swaps a random one in for the learned
+    background on a share of steps, so the background cannot take on the prompt's look."""
+
+    def __init__(self, colour: torch.Tensor):
+        super().__init__()
+        self.colour = colour
+
+    def forward(self, directions: torch.Tensor) -> torch.Tensor:
+        return self.colour.to(directions).expand(*directions.shape[:-1], 3)

@@ -302,7 +302,9 @@ class Guidance:
             if "attention_mask" in tok and type(self.text_encoder).__name__ == "T5EncoderModel":
                 kwargs["attention_mask"] = tok["attention_mask"].to(self.device)
             out = self.text_encoder(tok["input_ids"].to(self.device), **kwargs)
-            for t, e in zip(missing, out[0]):
+            # The token sequence, for every encoder class: out[0] of CLIPTextModelWithProjection is
+            # its pooled, projected embedding (B, D), not what the U-Net cross-attends to.
+            for t, e in zip(missing, out.last_hidden_state):
                 self._embedding_cache[t] = e
         return torch.stack([self._embedding_cache[t] for t in texts])
 
@@ -351,19 +353,31 @@ class Guidance:
         return latents.float() * self.vae.config.scaling_factor
 
     # --- SDS ----------------------------------------------------------------------------------------
-    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-        """Classifier-free guided ε̂ for a batch; one U-Net call on [uncond; cond]."""
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, scale: float,
+                      negatives: torch.Tensor | None = None, negative_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Classifier-free guided ε̂ = ε_u + s (ε_c − ε_u) for a batch, from one U-Net call on
+        [uncond; cond] (plus Perp-Neg's K negatives per sample, ``negatives`` (B, K, L, D) with
+        ``negative_weights`` (B, K) <= 0: ε̂ = ε_u + s (e + Σ_k w_k (e_k − proj_e e_k)), e = ε_c − ε_u,
+        e_k = ε_k − ε_u, as threestudio and stable-dreamfusion combine them).
+
+        s here is the paper's ω + 1: the paper writes ε̂ = (1 + ω) ε_c − ω ε_u."""
+        k = 0 if negatives is None else negatives.shape[1]
         with torch.no_grad():
-            model_in = torch.cat([z_t, z_t]).to(self.dtype)
-            tt = torch.cat([t, t])
-            emb = torch.cat([uncond, cond]).to(self.dtype)
+            model_in = torch.cat([z_t] * (2 + k)).to(self.dtype)
+            tt = torch.cat([t] * (2 + k))
+            embs = [uncond, cond] + [negatives[:, i] for i in range(k)]
+            emb = torch.cat(embs).to(self.dtype)
             out = self.unet(model_in, tt, encoder_hidden_states=emb).sample.float()
             out = out[:, : z_t.shape[1]]  # learned-variance models (IF) output 2x channels
             if self.prediction_type == "v_prediction":
                 a = self.alphas_cumprod[tt].view(-1, 1, 1, 1)
-                out = a.sqrt() * out + (1 - a).sqrt() * torch.cat([z_t, z_t]).float()
-            eps_u, eps_c = out.chunk(2)
-            return eps_u + scale * (eps_c - eps_u)
+                out = a.sqrt() * out + (1 - a).sqrt() * torch.cat([z_t] * (2 + k)).float()
+            eps = out.chunk(2 + k)
+            eps_u, delta = eps[0], eps[1] - eps[0]
+            for i in range(k):
+                w = negative_weights[:, i].to(delta).view(-1, 1, 1, 1)
+                delta = delta + w * perpendicular_component(eps[2 + i] - eps_u, eps[1] - eps_u)
+            return eps_u + scale * delta
 
     def sds_loss(
         self,
@@ -373,6 +387,8 @@ class Guidance:
         guidance_scale: float,
         t_range: tuple[float, float],
         generator: torch.Generator | None = None,
+        negatives: torch.Tensor | None = None,
+        negative_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """Surrogate loss whose gradient w.r.t. ``images`` is the SDS gradient; plus diagnostics."""
         x = self.encode_images(images)
@@ -383,17 +399,24 @@ class Guidance:
         gen_device = generator.device if generator is not None else self.device
         t = torch.randint(lo, hi + 1, (b,), generator=generator, device=gen_device).to(self.device)
         noise = torch.randn(x.shape, generator=generator, device=gen_device).to(self.device)
-        grad, w = self.sds_gradient(x.detach(), t, noise, cond, uncond, guidance_scale)
+        grad, w = self.sds_gradient(x.detach(), t, noise, cond, uncond, guidance_scale, negatives, negative_weights)
         grad = torch.nan_to_num(grad)
         target = (x - grad).detach()
         loss = 0.5 * F.mse_loss(x, target, reduction="sum") / b
         # Diagnostics stay device tensors: read them only when reporting.
         return loss, {"t": t.detach(), "grad_norm": grad.detach().norm() / b}
 
-    def sds_gradient(self, x, t, noise, cond, uncond, guidance_scale):
+    def sds_gradient(self, x, t, noise, cond, uncond, guidance_scale, negatives=None, negative_weights=None):
         """w(t) (ε̂ − ε) for clean inputs x (latents or pixels), timesteps t and noise ε."""
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         z_t = a.sqrt() * x + (1 - a).sqrt() * noise
-        eps_hat = self.predict_noise(z_t, t, cond, uncond, guidance_scale)
+        eps_hat = self.predict_noise(z_t, t, cond, uncond, guidance_scale, negatives, negative_weights)
         w = 1.0 - a
         return w * (eps_hat - noise), w
+
+
+def perpendicular_component(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The part of each sample of ``x`` orthogonal to the same sample of ``y`` (B, ...)."""
+    dims = tuple(range(1, x.dim()))
+    coef = (x * y).sum(dims, keepdim=True) / (y * y).sum(dims, keepdim=True).clamp_min(1e-6)
+    return x - coef * y

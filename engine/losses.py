@@ -10,14 +10,26 @@ from __future__ import annotations
 import torch
 
 
-def orientation_loss(out) -> torch.Tensor:
+# A ray counts as non-empty (for the orientation average) above this opacity: our dense samples give
+# every ray through the sphere a tiny opacity, where threestudio's occupancy-pruned renderer gives 0.
+NONEMPTY_OPACITY = 0.01
+
+
+def orientation_loss(out, average: str = "all_rays") -> torch.Tensor:
     """Ref-NeRF / DreamFusion orientation term: visible normals facing away from the camera,
-    ``sum_i w_i * max(0, n_i·d)^2`` per ray, averaged over rays. The weights are detached so the
-    term turns normals without moving where the surface is. Zero when the render took no normals."""
+    ``sum_i w_i * max(0, n_i·d)^2`` per ray, averaged over all rays or, with
+    ``average="nonempty_rays"`` (threestudio), over the rays that hit something, so the penalty per
+    surface ray does not shrink when the object covers less of the frame. The weights are detached
+    so the term turns normals without moving where the surface is. Zero when the render took no normals."""
     if out.normals is None:
         return torch.zeros((), device=out.weights.device)
     facing = (out.normals * out.dirs[out.ray_index]).sum(-1).clamp_min(0.0)
-    return (out.weights.detach() * facing**2).sum() / out.dirs.shape[0]
+    total = (out.weights.detach() * facing**2).sum()
+    if average == "nonempty_rays":
+        return total / (out.opacity > NONEMPTY_OPACITY).sum().clamp_min(1)
+    if average != "all_rays":
+        raise ValueError(f"unknown orientation average {average!r}")
+    return total / out.dirs.shape[0]
 
 
 def opacity_loss(out) -> torch.Tensor:

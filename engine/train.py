@@ -15,14 +15,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__, losses, runfolder, step_guard
+from . import __version__, losses, runfolder, schedule, step_guard
 from .cancel import CancelFlag
-from .cameras import orbit_cameras, sample_cameras, sample_light_positions, view_prompt, VIEW_LABELS
+from .cameras import orbit_cameras, sample_cameras, sample_light_positions
 from .config import JobConfig
 from .errors import Cancelled, OutOfMemory
 from .eta import ModeCostETA, probe_render_costs
-from .field import BackgroundField, NeRFField
+from .field import BackgroundField, NeRFField, SolidBackground
 from .occupancy import OccupancyGrid
+from .prompts import ViewPrompts
 from .protocol import EventStream
 from .render import SHADING_MODES, render
 
@@ -67,7 +68,7 @@ class Trainer:
         self.field.to(device)
         self.background.to(device)
         groups = self.field.param_groups(cfg.lr, cfg.mlp_lr_scale)
-        groups.append({"params": list(self.background.parameters()), "lr": cfg.lr * cfg.mlp_lr_scale, "name": "background"})
+        groups.append({"params": list(self.background.parameters()), "lr": cfg.lr * cfg.background_lr_scale, "name": "background"})
         self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=step_guard.fused_supported(device))
         self.guard = step_guard.StepGuard(self.optimizer)  # skips non-finite updates on the device
         if cfg.compile_field:
@@ -78,10 +79,10 @@ class Trainer:
         self.step = 0
         self.guidance_scale = cfg.guidance_scale if cfg.guidance_scale is not None else guidance.default_guidance_scale()
         # Text embeddings once per view label (not per step), plus the unconditional/negative one; a
-        # step picks its view's row of ``cond_table`` by index, on the device.
-        self.uncond = guidance.encode_text([cfg.negative_prompt])[0]
-        self.cond = {label: guidance.encode_text([view_prompt(cfg.prompt, label)])[0] for label in VIEW_LABELS}
-        self.cond_table = torch.stack([self.cond[label] for label in VIEW_LABELS])
+        # step picks (or blends) its views' rows of ``prompts.table`` on the device.
+        self.prompts = ViewPrompts(guidance.encode_text, cfg.prompt, cfg.negative_prompt, mode=cfg.view_embedding,
+                                   perp_neg=cfg.perp_neg, overhead_elevation=cfg.overhead_elevation)
+        self.uncond, self.cond = self.prompts.uncond, self.prompts.views
         guidance.release_text_encoder()
         self.occupancy = None
         if cfg.occupancy_grid:
@@ -122,12 +123,27 @@ class Trainer:
         return path
 
     # --- one step ---------------------------------------------------------------------------------
+    def scheduled(self, key: str) -> float:
+        """A schedulable setting's value at the current step (engine/schedule.py)."""
+        return schedule.value_at(getattr(self.cfg, key), self.step, self.cfg.steps)
+
     def shading_mode(self) -> str:
         """A host-side choice (it decides what the render computes), from the host generator."""
         if self.step < self.cfg.albedo_warmup:
             return "albedo"
-        ratios = [self.cfg.albedo_ratio, self.cfg.shaded_ratio, self.cfg.textureless_ratio]
+        ratios = [self.scheduled(k) for k in ("albedo_ratio", "shaded_ratio", "textureless_ratio")]
         return self.host_rng.choices(SHADING_MODES, weights=ratios)[0]
+
+    def shading_phases(self) -> tuple[int, dict[str, float]]:
+        """(albedo-only steps at the start, the mix after them) as the ETA costs the run: the warm-up
+        lasts until a non-albedo share first exceeds 0; after it, the mix at the end of the run
+        (exact for the recipe's jump at 20 %, an approximation for a ramped mix)."""
+        cfg = self.cfg
+        keys = ("albedo_ratio", "shaded_ratio", "textureless_ratio")
+        firsts = [schedule.first_step_above(getattr(cfg, k), cfg.steps) for k in keys[1:]]
+        warmup = min((f for f in firsts if f is not None), default=cfg.steps)
+        mix = {mode: schedule.value_at(getattr(cfg, k), cfg.steps - 1, cfg.steps) for mode, k in zip(SHADING_MODES, keys)}
+        return max(cfg.albedo_warmup, warmup), mix
 
     def update_occupancy(self) -> None:
         """Refresh the occupancy grid every ``occupancy_update_every`` steps (and before the first)."""
@@ -138,31 +154,52 @@ class Trainer:
         grid.update(self.field.density, 2.0 * self.cfg.bound / self.cfg.samples_per_ray, generator=self.rng)
 
     def t_range(self) -> tuple[float, float]:
+        t_min, t_max = self.scheduled("t_min"), self.scheduled("t_max")
         if not self.cfg.t_anneal:
-            return self.cfg.t_min, self.cfg.t_max
+            return t_min, t_max
         frac = self.step / max(self.cfg.steps - 1, 1)
-        return self.cfg.t_min, self.cfg.t_max + (self.cfg.t_anneal_to - self.cfg.t_max) * frac
+        return t_min, t_max + (self.cfg.t_anneal_to - t_max) * frac
+
+    def training_background(self):
+        """The learned background, or on a ``random_background`` share of steps one random colour
+        (the choice on the host, the colour on the device: no synchronisation)."""
+        if self.cfg.random_background > 0 and self.host_rng.random() < self.cfg.random_background:
+            return SolidBackground(torch.rand(3, generator=self.rng, device=self.rng.device).to(self.device))
+        return self.background
+
+    def sample_view(self, mode: str | None = None):
+        """This step's cameras, lights, shading mode (drawn unless given) and background; applies the
+        step's live hash levels. Shared with bench/bench_sds.py's timed copy of the step."""
+        cfg = self.cfg
+        cams = sample_cameras(
+            cfg.batch_size, self.rng, (cfg.elevation_min, cfg.elevation_max), (cfg.distance_min, cfg.distance_max),
+            (cfg.focal_min, cfg.focal_max), device=self.device, uniform_sphere_rate=cfg.uniform_sphere_rate,
+        )
+        lights = sample_light_positions(cams, self.rng)
+        mode = self.shading_mode() if mode is None else mode
+        self.field.set_level_fraction(self.scheduled("hash_level_fraction"))
+        return cams, lights, mode, self.training_background()
+
+    def regularisers(self, out) -> list[torch.Tensor]:
+        """The weighted orientation and opacity terms at this step (added to the SDS loss one by one)."""
+        orientation = losses.orientation_loss(out, average=self.cfg.orientation_average)
+        return [self.scheduled("orientation_weight") * orientation, self.scheduled("opacity_weight") * losses.opacity_loss(out)]
 
     def train_step(self) -> dict:
         """One SDS step. Nothing is read back to the host: the returned loss and diagnostics are
         device tensors (read them when reporting)."""
         cfg = self.cfg
         self.update_occupancy()
-        cams = sample_cameras(
-            cfg.batch_size, self.rng, (cfg.elevation_min, cfg.elevation_max), (cfg.distance_min, cfg.distance_max),
-            (cfg.focal_min, cfg.focal_max), device=self.device,
-        )
-        lights = sample_light_positions(cams, self.rng)
-        mode = self.shading_mode()
-        out = render(self.field, self.background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
+        cams, lights, mode, background = self.sample_view()
+        out = render(self.field, background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
                      light_positions=lights, ambient=cfg.ambient, generator=self.rng, normals=cfg.normals,
                      normal_samples=cfg.normal_samples, occupancy=self.occupancy)
-        cond = self.cond_table[cams.label_index(cfg.overhead_elevation)]
-        uncond = self.uncond.expand_as(cond)
-        sds, info = self.guidance.sds_loss(out.image, cond, uncond, self.guidance_scale, self.t_range(), generator=self.rng)
-        orientation_reg = losses.orientation_loss(out)
-        opacity_reg = losses.opacity_loss(out)
-        loss = sds + cfg.orientation_weight * orientation_reg + cfg.opacity_weight * opacity_reg
+        view = self.prompts.for_cameras(cams)
+        sds, info = self.guidance.sds_loss(out.image, view.cond, view.uncond, self.guidance_scale, self.t_range(),
+                                           generator=self.rng, negatives=view.negatives, negative_weights=view.negative_weights)
+        loss = sds
+        for term in self.regularisers(out):
+            loss = loss + term
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.guard.step(loss)
@@ -216,9 +253,9 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         self.cancel.install()
-        timer = ModeCostETA(cfg.steps, cfg.albedo_warmup, dict(zip(SHADING_MODES, (cfg.albedo_ratio, cfg.shaded_ratio, cfg.textureless_ratio))),
-                            periodic={"preview": cfg.preview_every, "checkpoint": cfg.checkpoint_every})
-        if self.step < min(cfg.albedo_warmup, cfg.steps) < cfg.steps:  # modes the warm-up will not measure
+        warmup, mix = self.shading_phases()
+        timer = ModeCostETA(cfg.steps, warmup, mix, periodic={"preview": cfg.preview_every, "checkpoint": cfg.checkpoint_every})
+        if self.step < min(warmup, cfg.steps) < cfg.steps:  # modes the warm-up will not measure
             timer.probe = probe_render_costs(self.field, self.background, cfg, self.device, timer.modes_after_warmup(),
                                              occupancy=self.occupancy)
         start_step, t0 = self.step, time.monotonic()

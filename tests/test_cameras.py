@@ -38,3 +38,21 @@ def test_camera_batch_indexing_gives_sub_batches():
     assert len(cams[1]) == 1 and float(cams[1].azimuth[0]) == 90.0
     assert cams[1:].labels() == cams.labels()[1:]
     assert torch.equal(cams[torch.tensor([2, 0])].distance, torch.tensor([3.0, 2.0]))
+
+
+def test_uniform_on_sphere_share_of_cameras():
+    """rate 0 draws exactly what it did before (same generator stream); rate 1 draws sin(elevation)
+    uniformly, which puts fewer cameras near the pole than uniform-in-angle does."""
+    import math
+
+    plain = sample_cameras(4000, torch.Generator().manual_seed(1), (-10.0, 90.0))
+    zero = sample_cameras(4000, torch.Generator().manual_seed(1), (-10.0, 90.0), uniform_sphere_rate=0.0)
+    assert torch.equal(plain.elevation, zero.elevation)
+    sphere = sample_cameras(4000, torch.Generator().manual_seed(1), (-10.0, 90.0), uniform_sphere_rate=1.0)
+    assert sphere.elevation.min() >= -10 and sphere.elevation.max() <= 90
+    lo, hi = math.sin(math.radians(-10)), 1.0
+    top = (math.sin(math.radians(90)) - math.sin(math.radians(60))) / (hi - lo)  # expected share above 60°
+    assert abs(float((sphere.elevation > 60).float().mean()) - top) < 0.03
+    assert abs(float((plain.elevation > 60).float().mean()) - 0.3) < 0.03
+    half = sample_cameras(4000, torch.Generator().manual_seed(1), (-10.0, 90.0), uniform_sphere_rate=0.5)
+    assert abs(float((half.elevation > 60).float().mean()) - (0.3 + top) / 2) < 0.03

@@ -97,7 +97,7 @@ def test_label_index_matches_the_view_labels():
 def test_text_encoder_is_released_after_caching(tiny_latent_model, tmp_path):
     trainer = _trainer(tiny_latent_model, tmp_path)
     assert trainer.guidance.text_encoder is None
-    assert trainer.cond_table.shape[0] == len(VIEW_LABELS)
+    assert trainer.prompts.table.shape[0] == len(VIEW_LABELS) + 1  # the views, then the negative prompt
     # Cached prompts still resolve; a new one says why it cannot.
     assert torch.equal(trainer.guidance.encode_text(["a red cube, front view"])[0], trainer.cond["front"])
     with pytest.raises(RuntimeError, match="released"):

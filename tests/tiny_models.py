@@ -12,17 +12,19 @@ import torch
 PROMPT_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789,.-' "
 
 
-def _clip_text_parts(hidden: int = 32):
-    """A CLIPTokenizer with a character-level vocabulary (no merges) and a tiny CLIPTextModel."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _clip_text_parts(hidden: int = 32, with_projection: bool = False):
+    """A CLIPTokenizer with a character-level vocabulary (no merges) and a tiny CLIPTextModel (or
+    CLIPTextModelWithProjection, SDXL's second encoder class, whose output[0] is the pooled embedding)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for ch in PROMPT_CHARS.strip() + "!?":
         for tok in (ch, ch + "</w>"):
             vocab.setdefault(tok, len(vocab))
     config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                            num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    return vocab, CLIPTextModel(config)
+                            num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+                            projection_dim=hidden)
+    return vocab, (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
 
 
 def _save_clip_tokenizer(folder: Path, vocab: dict) -> None:
@@ -35,13 +37,13 @@ def _save_clip_tokenizer(folder: Path, vocab: dict) -> None:
     tok.save_pretrained(folder)
 
 
-def make_tiny_pixel_model(folder, sample_size: int = 32, seed: int = 0) -> Path:
+def make_tiny_pixel_model(folder, sample_size: int = 32, seed: int = 0, with_projection: bool = False) -> Path:
     """A DeepFloyd-IF-like pixel-space model: 3-channel U-Net, CLIP text encoder, no VAE."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     torch.manual_seed(seed)
     folder = Path(folder)
-    vocab, text_encoder = _clip_text_parts()
+    vocab, text_encoder = _clip_text_parts(with_projection=with_projection)
     unet = UNet2DConditionModel(
         sample_size=sample_size, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -54,7 +56,7 @@ def make_tiny_pixel_model(folder, sample_size: int = 32, seed: int = 0) -> Path:
     scheduler.save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps({
         "_class_name": "TinyPixelTestModel", "unet": ["diffusers", "UNet2DConditionModel"],
-        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "text_encoder": ["transformers", type(text_encoder).__name__], "tokenizer": ["transformers", "CLIPTokenizer"],
         "scheduler": ["diffusers", "DDPMScheduler"]}, indent=2))
     return folder
 

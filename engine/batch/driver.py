@@ -79,12 +79,21 @@ def run_batch(opts: BatchOptions, events: EventStream) -> int:
         devices = plan_devices(opts.device, opts.workers)  # DeviceError for cuda without a GPU
         _check_model(opts.model)
     else:
-        from .ray_backend import check_address, import_ray
+        from .ray_backend import check_address, connect, import_ray
 
-        import_ray()
+        ray, devices = import_ray(), None
         check_address(opts.ray)
         if opts.model and opts.model.startswith("builtin:"):
             _check_model(opts.model)  # other models are looked for on the workers
+        connect(ray, opts.ray, opts.ship_engine)  # before --out exists: no cluster, nothing written
+    try:
+        return _run(opts, events, jobs, warnings, devices)
+    finally:
+        if opts.ray is not None:
+            ray.shutdown()
+
+
+def _run(opts: BatchOptions, events: EventStream, jobs, warnings, devices) -> int:
     out = prepare_out(opts.out)
     manifest = Manifest.open(out, opts.settings)
     todo = [j for j in jobs if not manifest.is_done(j.id)]
@@ -119,9 +128,9 @@ def run_batch(opts: BatchOptions, events: EventStream) -> int:
             from .ray_backend import run_ray
 
             device = opts.device if opts.device not in (None, "auto") else None  # else Ray's GPU, or the CPU
-            completed = run_ray(todo, dict(spec, device=device), progress, finish, address=opts.ray, workers=opts.workers,
+            completed = run_ray(todo, dict(spec, device=device), progress, finish, workers=opts.workers,
                                 gpus_per_task=opts.gpus_per_task, cpus_per_task=opts.cpus_per_task,
-                                max_retries=opts.max_retries, ship_engine=opts.ship_engine)
+                                max_retries=opts.max_retries)
     finally:
         summary = progress.close()
     if not completed:

@@ -99,60 +99,56 @@ def _ray_task(job_id: str, prompt: str, spec: dict, inbox) -> dict:
             pass
 
 
-def run_ray(todo, spec: dict, progress, finish, *, address: str, workers: int | None, gpus_per_task: float | None,
-            cpus_per_task: float, max_retries: int, ship_engine: bool) -> bool:
-    ray = import_ray()
-    connect(ray, address, ship_engine)
+def run_ray(todo, spec: dict, progress, finish, *, workers: int | None, gpus_per_task: float | None,
+            cpus_per_task: float, max_retries: int) -> bool:
+    ray = import_ray()  # connected by the driver (connect), which also shuts the connection down
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    wants_gpu = cluster_gpus and spec.get("device") != "cpu"
+    gpus = (1 if wants_gpu else 0) if gpus_per_task is None else gpus_per_task
+    if gpus > cluster_gpus:
+        raise ConfigError(f"--gpus-per-task {gpus:g}, but the cluster has {cluster_gpus:g} GPU(s); "
+                          "add GPU nodes or use --gpus-per-task 0")
+    inbox = ray.remote(Inbox).options(num_cpus=0).remote()
+    task = ray.remote(_ray_task).options(num_gpus=gpus, num_cpus=cpus_per_task, max_retries=max_retries,
+                                          retry_exceptions=[EngineCrashed])
+    spec = dict(spec, threads=None if gpus else max(1, int(cpus_per_task)))
+    pending, inflight = list(todo), {}
+    cap = workers or len(todo)
+
+    def drain() -> None:
+        for event, info in ray.get(inbox.take.remote()):
+            if event == "task_started":
+                progress.started(info["job"], info)
+            else:
+                progress.forward(event, info)
+
     try:
-        cluster_gpus = ray.cluster_resources().get("GPU", 0)
-        wants_gpu = cluster_gpus and spec.get("device") != "cpu"
-        gpus = (1 if wants_gpu else 0) if gpus_per_task is None else gpus_per_task
-        if gpus > cluster_gpus:
-            raise ConfigError(f"--gpus-per-task {gpus:g}, but the cluster has {cluster_gpus:g} GPU(s); "
-                              "add GPU nodes or use --gpus-per-task 0")
-        inbox = ray.remote(Inbox).options(num_cpus=0).remote()
-        task = ray.remote(_ray_task).options(num_gpus=gpus, num_cpus=cpus_per_task, max_retries=max_retries,
-                                              retry_exceptions=[EngineCrashed])
-        spec = dict(spec, threads=None if gpus else max(1, int(cpus_per_task)))
-        pending, inflight = list(todo), {}
-        cap = workers or len(todo)
-
-        def drain() -> None:
-            for event, info in ray.get(inbox.take.remote()):
-                if event == "task_started":
-                    progress.started(info["job"], info)
-                else:
-                    progress.forward(event, info)
-
-        try:
-            while pending or inflight:
-                while pending and len(inflight) < cap:
-                    job = pending.pop(0)
-                    inflight[task.remote(job.id, job.prompt, spec, inbox)] = job
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
-                drain()
-                for ref in ready:
-                    job = inflight.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except Exception as exc:  # retries used up: a crash (or a lost node) for this prompt only
-                        result = dict(status="failed", kind="crash", exit_code=None, message=_first_line(exc))
-                    finish(job, result)
-        except KeyboardInterrupt:
-            for ref in inflight:
-                ray.cancel(ref)  # the task stops its engine, which saves a checkpoint
-            for ref, job in inflight.items():
+        while pending or inflight:
+            while pending and len(inflight) < cap:
+                job = pending.pop(0)
+                inflight[task.remote(job.id, job.prompt, spec, inbox)] = job
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
+            drain()
+            for ref in ready:
+                job = inflight.pop(ref)
                 try:
-                    result = ray.get(ref, timeout=60)
-                except Exception:
-                    result = dict(status="cancelled", kind="cancelled", exit_code=130,
-                                  message="cancelled; a re-run of the batch starts it again")
+                    result = ray.get(ref)
+                except Exception as exc:  # retries used up: a crash (or a lost node) for this prompt only
+                    result = dict(status="failed", kind="crash", exit_code=None, message=_first_line(exc))
                 finish(job, result)
-            return False
-        drain()
-        return True
-    finally:
-        ray.shutdown()
+    except KeyboardInterrupt:
+        for ref in inflight:
+            ray.cancel(ref)  # the task stops its engine, which saves a checkpoint
+        for ref, job in inflight.items():
+            try:
+                result = ray.get(ref, timeout=60)
+            except Exception:
+                result = dict(status="cancelled", kind="cancelled", exit_code=130,
+                              message="cancelled; a re-run of the batch starts it again")
+            finish(job, result)
+        return False
+    drain()
+    return True
 
 
 def _first_line(exc: Exception) -> str:

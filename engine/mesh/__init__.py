@@ -120,8 +120,9 @@ def _sample_grid(density_fn, s: ExportSettings, rep: Reporter):
     g = first
     levels = grid.refinement_levels(s.resolution)[1:]
     with rep.stage("refine", len(levels)) as st:
-        for level in levels:
-            g, n_level = grid.sample_near_surface(density_fn, g, level, s.bound, choice.iso, s.device, s.chunk_size)
+        for k, level in enumerate(levels):
+            g, n_level = grid.sample_near_surface(density_fn, g, level, s.bound, choice.iso, s.device, s.chunk_size,
+                                                  tail=grid.TAIL if k == 0 else grid.TAIL_FINE)
             n_queried += n_level
             st.update(1)
     return g, choice, n_queried

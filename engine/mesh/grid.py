@@ -11,7 +11,9 @@ for a trained hash-grid field on a CPU, but marching cubes only needs exact valu
 surface crosses. So a coarse grid (about N/4 per axis) is sampled first, the level is chosen on it,
 and each finer level (``refinement_levels``: sizes doubling up to N) queries only its points inside
 the previous level's cells that straddle the level or hold a density above iso / ``TAIL`` (a thin
-feature's tail), grown by one cell; every other point takes the previous level's trilinear interpolation, which is on the same side of the level as the cell's corners, so
+feature's tail), grown by one cell (iso / ``TAIL_FINE`` after the coarsest grid, where thin features are partly
+resolved: on a soft trained field the wide tail rule would triple the finest level's queries);
+every other point takes the previous level's trilinear interpolation, which is on the same side of the level as the cell's corners, so
 marching cubes finds no surface there (and the grid still has no open border, so the mesh stays
 closed). A feature thinner than a coarse cell that no coarse point sees is missed; the coarse
 spacing (2/63 of the bound at 256^3) is the limit."""
@@ -95,6 +97,7 @@ def _check_density(sigma: torch.Tensor, n: int) -> torch.Tensor:
 # holding the tail of something denser between the coarse points: a rod thinner than a coarse cell
 # shows up there only as its sigmoid tail), and their neighbours.
 TAIL = 8.0
+TAIL_FINE = 2.0  # after the coarsest grid: rods are partly resolved, a soft trained field's band stays thin
 
 
 def coarse_resolution(resolution: int) -> int:
@@ -113,25 +116,26 @@ def refinement_levels(resolution: int) -> list[int]:
     return levels
 
 
-def _active_cells(coarse: np.ndarray, iso: float) -> np.ndarray:
-    """(nc-1)^3 bool: cells with a corner below iso and one above iso / TAIL, grown by one cell."""
+def _active_cells(coarse: np.ndarray, iso: float, tail: float) -> np.ndarray:
+    """(nc-1)^3 bool: cells with a corner below iso and one above iso / tail, grown by one cell."""
     c = coarse
     cmax = np.maximum.reduce([c[a:a + c.shape[0] - 1, b:b + c.shape[1] - 1, d:d + c.shape[2] - 1]
                               for a in (0, 1) for b in (0, 1) for d in (0, 1)])
     cmin = np.minimum.reduce([c[a:a + c.shape[0] - 1, b:b + c.shape[1] - 1, d:d + c.shape[2] - 1]
                               for a in (0, 1) for b in (0, 1) for d in (0, 1)])
-    active = (cmax > iso / TAIL) & (cmin < iso)
+    active = (cmax > iso / tail) & (cmin < iso)
     return binary_dilation(active, structure=np.ones((3, 3, 3), dtype=bool))
 
 
 @torch.no_grad()
 def sample_near_surface(density_fn: DensityFn, coarse: np.ndarray, resolution: int, bound: float, iso: float,
-                        device, chunk_size: int) -> tuple[np.ndarray, int]:
-    """Fine (N, N, N) grid from a coarse one (module docstring). Returns (grid, points queried)."""
+                        device, chunk_size: int, tail: float = TAIL) -> tuple[np.ndarray, int]:
+    """Fine (N, N, N) grid from a coarse one (module docstring). Returns (grid, points queried).
+    ``tail``: TAIL from the coarsest grid (thin features), TAIL_FINE from the finer ones."""
     n, nc = resolution, coarse.shape[0]
     axis = grid_axis(n, bound)
     cell = np.clip(np.floor((axis + bound) / (2.0 * bound / (nc - 1))).astype(np.int64), 0, nc - 2)
-    active = _active_cells(coarse, iso)
+    active = _active_cells(coarse, iso, tail)
     grid = F.interpolate(torch.from_numpy(np.ascontiguousarray(coarse, dtype=np.float32))[None, None],
                          size=(n, n, n), mode="trilinear", align_corners=True)[0, 0].numpy()
     r2_yz = axis[:, None] ** 2 + axis[None, :] ** 2
