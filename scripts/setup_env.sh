@@ -23,17 +23,3 @@ if ! .venv/bin/python -c "import torch, diffusers, transformers, bpy, skimage, t
   .venv/bin/python -m pip install -q -r requirements-dev.txt
 fi
 echo "[setup] ready: $(.venv/bin/python -c 'import torch, diffusers, transformers; print("torch", torch.__version__, "diffusers", diffusers.__version__, "transformers", transformers.__version__)')"
-# The add-on's minimum Blender (addon_manifest.toml: 4.2) as well: bpy 4.2 LTS (PyPI, Python 3.11 only) in
-# its own venv, because .venv holds the current bpy. It runs the add-on tests only (scripts/test.sh); the
-# engine they start runs in .venv. Pinned: the versions the tests ran on.
-BPY42_SPEC=${BPY42_SPEC:-bpy==4.2.23}
-if [ ! -x .venv-bpy42/bin/python ] || ! .venv-bpy42/bin/python -c "import bpy, pytest" >/dev/null 2>&1; then
-  PY311=${PYTHON311:-python3.11}
-  if command -v "$PY311" >/dev/null 2>&1 && "$PY311" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-    echo "[setup] creating .venv-bpy42 ($BPY42_SPEC, about 1 GB) for the add-on tests on Blender 4.2 LTS"
-    "$PY311" -m venv .venv-bpy42
-    .venv-bpy42/bin/python -m pip install -q "$BPY42_SPEC" pytest
-  else
-    echo "[setup] no Python 3.11 found: the add-on tests will not run on bpy 4.2 (set PYTHON311=...)"
-  fi
-fi
