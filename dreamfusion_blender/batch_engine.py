@@ -8,7 +8,6 @@ makes no second .blend for them). Exit codes as batch.main: 0 all made, 1 some f
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 def run(prompts: list[str], args, out: Path, python: str, req) -> int:
     import bpy
 
-    from . import engine_cli, importer, provenance
+    from . import engine_cli, events, importer, provenance
     from .batch import _free_stem, _short
 
     runs = Path(req.out)
@@ -37,11 +36,8 @@ def run(prompts: list[str], args, out: Path, python: str, req) -> int:
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=engine_cli.worker_env(), text=True, encoding="utf-8")
         for line in proc.stdout:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            kind = ev.get("event")
+            ev = events.parse_line(line)  # anything that is not an event comes back as "_stray" and is skipped
+            kind = ev["event"]
             if kind == "batch_start" and ev.get("skipped"):
                 print(f"dreamfusion: {ev['skipped']}/{ev['total']} prompts were made before (see {ev['manifest']})", flush=True)
             elif kind == "task_done":
