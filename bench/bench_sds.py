@@ -428,10 +428,47 @@ def unet_floor(guidance, device: torch.device, n: int, warmup: int, mem: Mem, em
             "tokens": int(emb_len)}
 
 
-def render_compare(preset: str, device: torch.device, reps: int, warmup: int, mem: Mem) -> list[dict]:
-    """Hash grid vs frequency encoding: render forward + backward at the preset's resolution."""
+def time_renders(field, bg, rng: torch.Generator, device: torch.device, reps: int, warmup: int, mem: Mem, render_one,
+                 on_measured=None) -> tuple[list[float], list[float], float, dict]:
+    """Forward and backward seconds, peak memory (MiB) and saved-for-backward bytes of ``render_one(cams, lights)``
+    on random single-camera views: one loop for every render comparison in this bench. ``on_measured(out)`` sees
+    each timed render's output before it is freed."""
     from engine import losses
     from engine.cameras import sample_cameras, sample_light_positions
+
+    fwd, bwd, peak, saved = [], [], 0.0, {}
+    exclude = {p.untyped_storage().data_ptr() for p in list(field.parameters()) + list(bg.parameters())}
+    for i in range(warmup + reps):
+        cams = sample_cameras(1, rng, device=device)
+        lights = sample_light_positions(cams, rng)
+        _sync(device)
+        base = mem.current()
+        mem.reset_peak()
+        t0 = time.perf_counter()
+        store = {} if i == 0 else saved
+        with count_saved(store, "render", exclude):
+            out = render_one(cams, lights)
+        _sync(device)
+        t1 = time.perf_counter()
+        (out.image.mean() + out.opacity.mean() + losses.orientation_loss(out)).backward()
+        _sync(device)
+        t2 = time.perf_counter()
+        if i == 0:
+            saved = store
+        field.zero_grad(set_to_none=True)
+        bg.zero_grad(set_to_none=True)
+        if i >= warmup:
+            fwd.append(t1 - t0)
+            bwd.append(t2 - t1)
+            peak = max(peak, mem.peak() - base)
+            if on_measured is not None:
+                on_measured(out)
+        del out
+    return fwd, bwd, peak, saved
+
+
+def render_compare(preset: str, device: torch.device, reps: int, warmup: int, mem: Mem) -> list[dict]:
+    """Hash grid vs frequency encoding: render forward + backward at the preset's resolution."""
     from engine.config import build_config
     from engine.render import render
     from engine.train import build_field
@@ -446,33 +483,12 @@ def render_compare(preset: str, device: torch.device, reps: int, warmup: int, me
         params = sum(p.numel() for p in field.parameters())
         for mode in ("albedo", "shaded"):
             rng = torch.Generator().manual_seed(0)
-            fwd, bwd, peak, saved = [], [], 0.0, {}
-            exclude = {p.untyped_storage().data_ptr() for p in list(field.parameters()) + list(bg.parameters())}
-            for i in range(warmup + reps):
-                cams = sample_cameras(1, rng, device=device)
-                lights = sample_light_positions(cams, rng)
-                _sync(device)
-                base = mem.current()
-                mem.reset_peak()
-                t0 = time.perf_counter()
-                store = {} if i == 0 else saved
-                with count_saved(store, "render", exclude):
-                    out = render(field, bg, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
-                                 light_positions=lights, ambient=cfg.ambient, generator=rng, normals=cfg.normals)
-                _sync(device)
-                t1 = time.perf_counter()
-                (out.image.mean() + out.opacity.mean() + losses.orientation_loss(out)).backward()
-                _sync(device)
-                t2 = time.perf_counter()
-                if i == 0:
-                    saved = store
-                field.zero_grad(set_to_none=True)
-                bg.zero_grad(set_to_none=True)
-                if i >= warmup:
-                    fwd.append(t1 - t0)
-                    bwd.append(t2 - t1)
-                    peak = max(peak, mem.peak() - base)
-                del out
+
+            def render_one(cams, lights, mode=mode, rng=rng):
+                return render(field, bg, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
+                              light_positions=lights, ambient=cfg.ambient, generator=rng, normals=cfg.normals)
+
+            fwd, bwd, peak, saved = time_renders(field, bg, rng, device, reps, warmup, mem, render_one)
             rows.append({"encoding": encoding, "mode": mode, "resolution": cfg.render_resolution, "samples_per_ray": cfg.samples_per_ray,
                          "field_params": params, "fwd_s": sum(fwd) / len(fwd), "bwd_s": sum(bwd) / len(bwd),
                          "saved_mib": saved.get("render", 0) / 2**20, "peak_mib": peak, "reps": reps})
@@ -485,7 +501,6 @@ def render_path_compare(preset: str, device: torch.device, reps: int, warmup: in
     forward + backward of one view at the preset's resolution and samples, per shading mode; the
     occupancy grid's update cost; and what autograd keeps for backward at the high preset's pixels and
     samples (one shaded render), for the memory estimate."""
-    from engine import losses
     from engine.cameras import sample_cameras, sample_light_positions
     from engine.config import PRESETS, build_config
     from engine.occupancy import OccupancyGrid
@@ -518,36 +533,18 @@ def render_path_compare(preset: str, device: torch.device, reps: int, warmup: in
                               "occupied_fraction": float(grid.occupied_fraction())})
         for mode in ("albedo", "shaded"):
             rng = torch.Generator(device=device).manual_seed(0)
-            fwd, bwd, peak, saved, counts = [], [], 0.0, {}, []
-            exclude = {p.untyped_storage().data_ptr() for p in list(field.parameters()) + list(bg.parameters())}
-            for i in range(warmup + reps):
-                cams = sample_cameras(1, rng, device=device)
-                lights = sample_light_positions(cams, rng)
-                _sync(device)
-                base = mem.current()
-                mem.reset_peak()
-                t0 = time.perf_counter()
-                store = {} if i == 0 else saved
-                with count_saved(store, "render", exclude):
-                    out = render(field, bg, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode, light_positions=lights,
-                                 ambient=cfg.ambient, generator=rng, normals=cfg.normals, normal_samples=cfg.normal_samples,
-                                 occupancy=grid)
-                _sync(device)
-                t1 = time.perf_counter()
-                (out.image.mean() + out.opacity.mean() + losses.orientation_loss(out)).backward()
-                _sync(device)
-                t2 = time.perf_counter()
-                if i == 0:
-                    saved = store
-                field.zero_grad(set_to_none=True)
-                bg.zero_grad(set_to_none=True)
-                if i >= warmup:
-                    fwd.append(t1 - t0)
-                    bwd.append(t2 - t1)
-                    peak = max(peak, mem.peak() - base)
-                    normals = 0 if out.normals is None else int((out.normals.abs().sum(-1) > 0).sum())
-                    counts.append((out.weights.shape[0], normals, float(out.opacity.mean())))
-                del out
+            counts = []
+
+            def render_one(cams, lights, mode=mode, rng=rng):
+                return render(field, bg, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode, light_positions=lights,
+                              ambient=cfg.ambient, generator=rng, normals=cfg.normals, normal_samples=cfg.normal_samples,
+                              occupancy=grid)
+
+            def count(out, counts=counts):
+                normals = 0 if out.normals is None else int((out.normals.abs().sum(-1) > 0).sum())
+                counts.append((out.weights.shape[0], normals, float(out.opacity.mean())))
+
+            fwd, bwd, peak, saved = time_renders(field, bg, rng, device, reps, warmup, mem, render_one, on_measured=count)
             n = cfg.render_resolution**2 * cfg.samples_per_ray
             rows.append({"path": path, "mode": mode, "resolution": cfg.render_resolution, "samples_per_ray": cfg.samples_per_ray,
                          "fwd_s": sum(fwd) / len(fwd), "bwd_s": sum(bwd) / len(bwd), "saved_mib": saved.get("render", 0) / 2**20,
@@ -564,6 +561,7 @@ def render_path_compare(preset: str, device: torch.device, reps: int, warmup: in
         measured = path != "reference"
         if measured:
             store: dict = {}
+            exclude = {p.untyped_storage().data_ptr() for p in list(field.parameters()) + list(bg.parameters())}
             rng = torch.Generator(device=device).manual_seed(1)
             cams = sample_cameras(1, rng, device=device)
             with count_saved(store, "render", exclude):
