@@ -5,7 +5,7 @@
 
 Paths (engine.mesh.ExportSettings):
   old   what export did before issue 15: every grid point queried, fixed iso, decimation to 100k
-        faces, no smoothing, xatlas's own chart options;
+        faces, no smoothing, xatlas's own chart options, one albedo query per texel;
   new   the defaults: coarse-to-fine sampling with surface tracking, Taubin smoothing, decimation to
         the preset's target_faces (40k at 256^3, 20k at 128^3), capped atlas charts, the texture baked
         from the albedo on the surface cells' corners; automatic iso ('new-auto') and the field's known
@@ -39,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / "results" / "trained-cube"
 PATHS = {
-    "old": dict(sampling="dense", smooth_iterations=0, atlas="xatlas-default", target_faces=100_000),
+    "old": dict(sampling="dense", smooth_iterations=0, atlas="xatlas-default", target_faces=100_000,
+                albedo_sampling="texel"),
     "new": {},
     "new-auto": {},
     "new-texel": dict(albedo_sampling="texel"),
