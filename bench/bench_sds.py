@@ -265,7 +265,7 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     with count_saved(saved, "render", exclude):
         out = render(trainer.field, background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
                      light_positions=lights, ambient=cfg.ambient, generator=trainer.rng, normals=cfg.normals,
-                     normal_samples=cfg.normal_samples, occupancy=trainer.occupancy)
+                     normal_samples=cfg.normal_samples, occupancy=trainer.occupancy, packer=trainer.packer)
     clock.lap("render")
     view = trainer.prompts.for_cameras(cams)
     # --- Guidance.sds_loss, in parts
@@ -295,9 +295,10 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     clock.lap("backward_guidance")
     torch.autograd.backward([out.image, reg], [g_img, torch.ones_like(reg)])
     clock.lap("backward_render")
-    trainer.guard.step(loss)
+    trainer.guard.step(loss, reject=out.overflow)
     clock.lap("optimizer")
     trainer.step += 1
+    trainer.poll_packing()  # after the last lap: the capacity re-sizing is not part of the timed step
     stats = {"loss": loss.detach(), "sds": sds.detach(), "mode": mode, "grad_norm": grad_norm}
     return stats, clock
 
