@@ -81,6 +81,9 @@ class JobConfig:
     occupancy_grid: bool = True
     occupancy_resolution: int = 0  # cells per axis; 0: as many as samples_per_ray (cell ~ sample spacing)
     occupancy_update_every: int = 16  # steps between grid updates
+    # packing the samples to evaluate (engine/render/packing.py): exact (nonzero(): a host sync per pack
+    # on a GPU) | fixed (fixed capacity, sized every few steps: no sync) | auto (fixed except on the CPU)
+    packing: str = "auto"
     compile_field: bool = False  # torch.compile the field's encoding + MLP (needs a working inductor backend)
     # latent models only: "vae" (the model's own VAE encoder) or a folder / hub id of a diffusers
     # AutoencoderTiny (TAESD family, e.g. madebyollin/taesd for SD 1.x/2.x) whose ~1M-parameter encoder
@@ -279,6 +282,7 @@ def validate(cfg: JobConfig) -> None:
     need(cfg.normal_samples in ("weighted", "all"), f"normal_samples must be weighted or all, got {cfg.normal_samples!r}")
     need(cfg.occupancy_resolution == 0 or 8 <= cfg.occupancy_resolution <= 512,
          f"occupancy_resolution must be 0 (auto) or 8-512 cells per axis, got {cfg.occupancy_resolution}")
+    need(cfg.packing in ("auto", "exact", "fixed"), f"packing must be auto, exact or fixed, got {cfg.packing!r}")
     need(cfg.occupancy_update_every >= 1, f"occupancy_update_every must be >= 1 step, got {cfg.occupancy_update_every}")
     need(bool(str(cfg.latent_encoder).strip()),
          "latent_encoder is empty: use vae, or a folder / hub id of a diffusers AutoencoderTiny (e.g. madebyollin/taesd)")

@@ -9,9 +9,14 @@ each mode is costed by its own measured mean. A mode not seen yet is costed from
 the start: the difference between its render's forward+backward time and the albedo render's,
 added to the measured albedo step (the guidance model's share is the same in every mode).
 Previews and checkpoints are costed the same way: their measured mean times the number still due.
+Step times come from ``StepTimer``: a step does not synchronise with the device, so on a GPU they are
+taken from timing events (or a sampled, synchronised step), not from the wall time around the call.
 """
 
 from __future__ import annotations
+
+import time
+from collections import deque
 
 from .render import SHADING_MODES
 
@@ -88,6 +93,83 @@ class ModeCostETA:
             if count:  # not yet measured: costed as nothing (previews run at step 1, so this is brief)
                 total += self.periodic_left(kind, step) * self.periodic_sum[kind] / count
         return total
+
+
+SAMPLE_EVERY = 8  # on accelerators without timing events: time one step in this many (two syncs each)
+
+
+class StepTimer:
+    """Seconds a training step costs on its device, without making every step wait for the device.
+
+    A step queues its work and returns (it reads nothing back, engine/train.py), so on an accelerator the
+    wall time around it is the time to *launch* the step. On CUDA the step is bracketed by timing events
+    and read once the device has passed the end event (``Event.query``: never waits), so every step is
+    timed as the device ran it. Elsewhere (MPS) one step in ``every`` is timed between two
+    synchronisations, the others not at all. On the CPU the work is done when the call returns: wall time.
+    ``done()`` returns the (label, seconds) timings finished since its last call.
+    ``event``/``synchronize``: injectable for tests (default: torch's CUDA events / the device's sync)."""
+
+    def __init__(self, device, every: int = SAMPLE_EVERY, event=None, synchronize=None):
+        import torch
+
+        self.kind = torch.device(device).type
+        self.every = max(1, int(every))
+        if self.kind == "cuda":
+            self._event = event or (lambda: torch.cuda.Event(enable_timing=True))
+        else:
+            self._event = event
+        self._sync = synchronize or self._device_sync(torch, self.kind)
+        self._calls = 0
+        self._pending: deque = deque()  # (label, start, end) events not yet passed by the device
+        self._done: list = []
+        self._open = None
+
+    @staticmethod
+    def _device_sync(torch, kind):
+        if kind == "cuda":
+            return torch.cuda.synchronize
+        if kind == "mps":
+            return torch.mps.synchronize
+        return lambda: None
+
+    def start(self) -> None:
+        self._calls += 1
+        if self._event is not None:
+            ev = self._event()
+            ev.record()
+            self._open = ev
+        elif self.kind == "cpu" or self._calls % self.every == 0:
+            self._sync()
+            self._open = time.perf_counter()
+        else:
+            self._open = None
+
+    def stop(self, label: str, keep: bool = True) -> None:
+        """End the step started last; ``keep=False`` drops its timing (e.g. a first step's one-off costs)."""
+        begun, self._open = self._open, None
+        if begun is None:
+            return
+        if self._event is not None:
+            end = self._event()
+            end.record()
+            if keep:
+                self._pending.append((label, begun, end))
+            return
+        self._sync()
+        if keep:
+            self._done.append((label, time.perf_counter() - begun))
+
+    def done(self) -> list[tuple[str, float]]:
+        while self._pending and self._pending[0][2].query():
+            label, begun, end = self._pending.popleft()
+            self._done.append((label, begun.elapsed_time(end) / 1000.0))  # events time in milliseconds
+        out, self._done = self._done, []
+        return out
+
+    def drain(self) -> None:
+        """Wait for the device (before timing a job that reads back to the host, such as a preview,
+        so that it is not charged with the queued steps' work)."""
+        self._sync()
 
 
 def probe_render_costs(field, background, cfg, device, modes, occupancy=None) -> dict[str, float]:

@@ -37,17 +37,20 @@ class StepGuard:
         self.skipped = 0  # host copies as of the last read
         self.consecutive = 0
 
-    def step(self, loss: torch.Tensor) -> None:
-        """``optimizer.step()``, skipped for real when the loss or any gradient is NaN/inf."""
+    def step(self, loss: torch.Tensor, reject: torch.Tensor | None = None) -> None:
+        """``optimizer.step()``, skipped for real when the loss or any gradient is NaN/inf, or when
+        ``reject`` (a 0-d device bool, e.g. a render that overflowed its packing capacity) is True.
+        Only non-finite skips count towards the divergence check; the caller counts its own rejects."""
         grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         total = loss.detach().float().sum()
         if grads:  # a non-finite entry makes its norm non-finite; one fused kernel for all tensors
             total = total + torch.stack(torch._foreach_norm(grads)).float().sum()
         found_inf = (~torch.isfinite(total)).float()
+        skip = found_inf if reject is None else torch.maximum(found_inf, reject.to(found_inf.dtype))
         if self.fused:
-            self.optimizer.found_inf = found_inf
+            self.optimizer.found_inf = skip
             self.optimizer.step()
-        elif not bool(found_inf):  # no fused kernel for this device: a host sync is the only way
+        elif not bool(skip):  # no fused kernel for this device: a host sync is the only way
             self.optimizer.step()
         if self._streak is None:
             self._streak = torch.zeros((), device=found_inf.device)

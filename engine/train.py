@@ -20,12 +20,13 @@ from .cancel import CancelFlag
 from .cameras import orbit_cameras, sample_cameras, sample_light_positions
 from .config import JobConfig
 from .errors import Cancelled, OutOfMemory
-from .eta import ModeCostETA, probe_render_costs
+from .eta import ModeCostETA, StepTimer, probe_render_costs
 from .field import BackgroundField, NeRFField, SolidBackground
 from .occupancy import OccupancyGrid
 from .prompts import ViewPrompts
 from .protocol import EventStream
 from .render import SHADING_MODES, render
+from .render.packing import FixedCapacityPacker, resolve_packing
 
 log = logging.getLogger("engine")
 
@@ -93,6 +94,9 @@ class Trainer:
         self.occupancy = None
         if cfg.occupancy_grid:
             self.occupancy = OccupancyGrid(cfg.bound, cfg.occupancy_resolution or max(16, cfg.samples_per_ray), device=device)
+        # Training renders pack into fixed capacities on accelerators (no host sync per step);
+        # previews and probes, outside the steps, pack exactly.
+        self.packer = FixedCapacityPacker() if resolve_packing(cfg.packing, device) == "fixed" else None
         self.cancel = CancelFlag()
 
     # --- state ------------------------------------------------------------------------------------
@@ -199,7 +203,7 @@ class Trainer:
         cams, lights, mode, background = self.sample_view()
         out = render(self.field, background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
                      light_positions=lights, ambient=cfg.ambient, generator=self.rng, normals=cfg.normals,
-                     normal_samples=cfg.normal_samples, occupancy=self.occupancy)
+                     normal_samples=cfg.normal_samples, occupancy=self.occupancy, packer=self.packer)
         view = self.prompts.for_cameras(cams)
         sds, info = self.guidance.sds_loss(out.image, view.cond, view.uncond, self.guidance_scale, self.t_range(),
                                            generator=self.rng, negatives=view.negatives, negative_weights=view.negative_weights)
@@ -208,9 +212,22 @@ class Trainer:
             loss = loss + term
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.guard.step(loss)
+        self.guard.step(loss, reject=out.overflow)  # an incomplete (overflowed) render changes nothing
         self.step += 1
         return {"loss": loss.detach(), "sds": sds.detach(), "mode": mode, "grad_norm": info["grad_norm"]}
+
+    def poll_packing(self, force: bool = False) -> None:
+        """With fixed-capacity packing, on the step guard's schedule (one small read every few steps):
+        re-size the capacities from the counts seen, and say when a step overflowed (its update was skipped)."""
+        if self.packer is None or not (force or self.step % self.guard.check_every == 0):
+            return
+        stats = self.packer.poll()
+        if stats["overflows"]:
+            msg = (f"{stats['overflows']} step(s) before step {self.step} selected more samples than the packing capacity "
+                   f"(largest counts {stats['peak']}, capacity {stats['before']}); their updates were skipped and the "
+                   f"capacity is now {stats['capacity']}")
+            log.warning(msg)
+            self.events.emit("warning", message=msg)
 
     # --- previews ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -265,6 +282,7 @@ class Trainer:
             timer.probe = probe_render_costs(self.field, self.background, cfg, self.device, timer.modes_after_warmup(),
                                              occupancy=self.occupancy)
         start_step, t0 = self.step, time.monotonic()
+        step_timer = StepTimer(self.device)  # device time per step, without a sync per step
         bar = None
         if self.progress_bar:
             from tqdm import tqdm
@@ -275,15 +293,18 @@ class Trainer:
             while self.step < cfg.steps:
                 self.stop_if_cancelled()
                 try:
-                    t_step = time.monotonic()
+                    step_timer.start()
                     stats = self.train_step()
-                    if self.step > start_step + 1:  # the first step carries one-off costs (first calls, occupancy grid)
-                        timer.record(stats["mode"], time.monotonic() - t_step)
+                    # The first step carries one-off costs (first calls, occupancy grid, packing sizes).
+                    step_timer.stop(stats["mode"], keep=self.step > start_step + 1)
+                    for mode, seconds in step_timer.done():
+                        timer.record(mode, seconds)
                 except RuntimeError as exc:
                     if is_oom(exc):
                         raise OutOfMemory(OOM_ADVICE) from exc
                     raise
                 self.guard.poll(self.step, force=self.step == cfg.steps)
+                self.poll_packing(force=self.step == cfg.steps)
                 now = time.monotonic()
                 elapsed = now - t0
                 eta = timer.eta(self.step)
@@ -300,10 +321,12 @@ class Trainer:
                                      elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 1),
                                      skipped=self.guard.skipped)
                 if self.step % cfg.preview_every == 0 or self.step == cfg.steps or self.step == start_step + 1:
+                    step_timer.drain()  # the preview reads back anyway: do not charge it the queued steps
                     t_job = time.monotonic()
                     self.write_preview()
                     timer.record_periodic("preview", time.monotonic() - t_job)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    step_timer.drain()
                     t_job = time.monotonic()
                     self.save_checkpoint()
                     timer.record_periodic("checkpoint", time.monotonic() - t_job)

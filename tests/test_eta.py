@@ -78,3 +78,75 @@ def test_probe_leaves_the_run_untouched():
     assert torch.equal(torch.get_rng_state(), rng)  # no random numbers drawn
     assert all(p.grad is None for p in field.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, field.parameters()))
+
+
+class FakeDevice:
+    """A device whose clock runs behind the host: timing events complete only when it gets there."""
+
+    def __init__(self):
+        self.clock_ms, self.queued_ms, self.syncs = 0.0, 0.0, 0
+
+    def run(self, ms):  # the host queues ``ms`` of work
+        self.queued_ms += ms
+
+    def catch_up(self):
+        self.clock_ms = self.queued_ms
+
+    def sync(self):
+        self.syncs += 1
+        self.catch_up()
+
+    def event(self):
+        dev = self
+
+        class Event:
+            def record(self):
+                self.at = dev.queued_ms
+
+            def query(self):
+                return dev.clock_ms >= self.at
+
+            def elapsed_time(self, end):
+                assert self.query() and end.query(), "elapsed_time on an event the device has not passed"
+                return end.at - self.at
+
+        return Event()
+
+
+def test_step_timer_uses_device_events_and_never_waits():
+    from engine.eta import StepTimer
+
+    dev = FakeDevice()
+    timer = StepTimer("cuda", event=dev.event, synchronize=dev.sync)
+    for i, (mode, ms) in enumerate([("albedo", 900.0), ("albedo", 200.0), ("shaded", 500.0)]):
+        timer.start()
+        dev.run(ms)
+        timer.stop(mode, keep=i > 0)  # the first step's one-off costs are dropped
+        assert timer.done() == []  # the device has not got there yet: nothing read, nothing waited for
+    assert dev.syncs == 0
+    dev.catch_up()
+    assert timer.done() == [("albedo", 0.2), ("shaded", 0.5)]  # the device's time, not the launch time
+    timer.drain()
+    assert dev.syncs == 1
+
+
+def test_step_timer_samples_synchronised_steps_elsewhere():
+    import time
+
+    from engine.eta import StepTimer
+
+    dev = FakeDevice()
+    timer = StepTimer("mps", every=4, synchronize=dev.sync)
+    got = []
+    for _ in range(8):
+        timer.start()
+        timer.stop("shaded")
+        got += timer.done()
+    assert len(got) == 2 and dev.syncs == 4  # one step in four, each between two syncs
+    cpu = StepTimer("cpu")
+    for keep in (False, True, True):
+        cpu.start()
+        time.sleep(0.01)
+        cpu.stop("albedo", keep=keep)
+    times = cpu.done()
+    assert [m for m, _ in times] == ["albedo", "albedo"] and all(s >= 0.01 for _, s in times)

@@ -7,7 +7,8 @@
 
 Only samples inside the sphere (and, with a grid, in occupied cells) are evaluated; normals are
 taken only where they can change the image (compositing weight above a threshold) unless
-``normal_samples="all"``. The reference path of the engine's first version is
+``normal_samples="all"``. Packing (``rays.pack``) is exact, or with a ``packing.FixedCapacityPacker``
+of fixed capacity, which needs no host synchronisation (the trainer's choice on accelerators). The reference path of the engine's first version is
 ``normals="finite_difference", normal_samples="all", occupancy=None``.
 """
 
@@ -20,9 +21,10 @@ import torch
 from ..cameras import CameraBatch
 from .composite import SHADING_MODES, compositing_weights, lambert_factor, ray_sum, sample_colour
 from .query import NORMAL_METHODS, density_normals, normals_at
+from .packing import FixedCapacityPacker
 from .rays import camera_rays, pack, sphere_near_far, stratified_samples
 
-__all__ = ["NORMAL_METHODS", "NORMAL_SAMPLES", "SHADING_MODES", "RenderOutput", "camera_rays", "density_normals",
+__all__ = ["FixedCapacityPacker", "NORMAL_METHODS", "NORMAL_SAMPLES", "SHADING_MODES", "RenderOutput", "camera_rays", "density_normals",
            "render", "sphere_near_far"]
 
 NORMAL_SAMPLES = ("weighted", "all")
@@ -45,6 +47,9 @@ class RenderOutput:
     ray_index: torch.Tensor
     dirs: torch.Tensor
     normal_image: torch.Tensor | None = None  # (B, 3, H, W) composited world normals, if asked for
+    # With fixed-capacity packing: a 0-d bool on the device, True when more samples were selected than
+    # the capacity holds (the render is then incomplete: the trainer skips that step's update).
+    overflow: torch.Tensor | None = None
 
 
 def render(
@@ -64,10 +69,12 @@ def render(
     occupancy=None,
     want_normal_image: bool = False,
     normal_weight_threshold: float = NORMAL_WEIGHT_THRESHOLD,
+    packer: FixedCapacityPacker | None = None,
 ) -> RenderOutput:
     """Render B square images of ``resolution`` pixels. Differentiable w.r.t. field and background.
 
-    ``occupancy``: an ``engine.occupancy.OccupancyGrid`` (or None: evaluate every sample in the sphere)."""
+    ``occupancy``: an ``engine.occupancy.OccupancyGrid`` (or None: evaluate every sample in the sphere).
+    ``packer``: pack into fixed capacities (no host synchronisation; see ``out.overflow``), or None: exact."""
     if shading not in SHADING_MODES:
         raise ValueError(f"unknown shading mode {shading!r}")
     if normal_samples not in NORMAL_SAMPLES:
@@ -86,9 +93,15 @@ def render(
     mask = hit[:, None].expand(-1, n)
     if occupancy is not None:
         mask = mask & occupancy.occupied(pts)
-    idx = pack(mask)
-    ray_index = torch.div(idx, n, rounding_mode="floor")
-    flat = pts.reshape(-1, 3).index_select(0, idx)
+    # Packed indices may end in padding: one past the last sample, where a dummy sample (weight 0,
+    # on the last ray) is appended below, so padded slots add nothing to any sum.
+    overflow = None
+    if packer is None:
+        idx = pack(mask)
+    else:
+        idx, overflow = packer.pack(mask, "samples")
+    ray_index = torch.div(idx, n, rounding_mode="floor").clamp_max(n_rays - 1)
+    flat = _with_dummy(pts.reshape(-1, 3)).index_select(0, idx)
     create_graph = torch.is_grad_enabled()
     normal_p = None
     if need_normals and normal_samples == "all":
@@ -96,15 +109,21 @@ def render(
     else:
         sigma_p, albedo_p = field(flat)
 
-    sigma = torch.zeros(n_rays * n, device=flat.device, dtype=sigma_p.dtype).index_copy(0, idx, sigma_p)
+    sigma = torch.zeros(n_rays * n + 1, device=flat.device, dtype=sigma_p.dtype).index_copy(0, idx, sigma_p)[:-1]
     weights = compositing_weights(sigma.reshape(n_rays, n), delta)  # (BR, N); 0 where not evaluated
-    w_p = weights.reshape(-1).index_select(0, idx)
+    w_p = _with_dummy(weights.reshape(-1)).index_select(0, idx)
 
     if need_normals and normal_p is None:
         # Normals only where the sample can show: weight above threshold (decided without gradient).
-        sel = pack(w_p.detach() > normal_weight_threshold)
-        n_sel = normals_at(field, flat.index_select(0, sel), sigma_p.index_select(0, sel), normals, create_graph)
-        normal_p = torch.zeros_like(flat).index_copy(0, sel, n_sel)
+        want = w_p.detach() > normal_weight_threshold
+        if packer is None:
+            sel = pack(want)
+        else:
+            sel, over = packer.pack(want, "normals")
+            overflow = overflow | over
+        n_sel = normals_at(field, _with_dummy(flat).index_select(0, sel), _with_dummy(sigma_p).index_select(0, sel),
+                           normals, create_graph)
+        normal_p = _with_dummy(torch.zeros_like(flat)).index_copy(0, sel, n_sel)[:-1]
 
     factor = None
     if shading != "albedo":
@@ -116,6 +135,8 @@ def render(
     rgb = rgb + (1.0 - opacity[:, None]) * background(dirs)
     depth = (weights * t).sum(-1)
 
+    if packer is not None:
+        packer.record(overflow)
     to_img = lambda x, c: x.reshape(bsz, h, w, c).permute(0, 3, 1, 2)  # noqa: E731
     normal_img = None
     if want_normal_image and normal_p is not None:
@@ -129,4 +150,10 @@ def render(
         ray_index=ray_index,
         dirs=dirs,
         normal_image=normal_img,
+        overflow=overflow,
     )
+
+
+def _with_dummy(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (S, ...) with one zero row appended: where packing's padding indices point."""
+    return torch.cat([x, x.new_zeros((1, *x.shape[1:]))])
