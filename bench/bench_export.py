@@ -6,9 +6,14 @@
 Paths (engine.mesh.ExportSettings):
   old   what export did before issue 15: every grid point queried, fixed iso, decimation to 100k
         faces, no smoothing, xatlas's own chart options;
-  new   the defaults: coarse-to-fine sampling, Taubin smoothing, decimation to the preset's
-        target_faces (40k at 256^3, 20k at 128^3), capped atlas charts; automatic iso ('new-auto')
-        and the field's known surface level ('new', comparable with the SDF).
+  new   the defaults: coarse-to-fine sampling with surface tracking, Taubin smoothing, decimation to
+        the preset's target_faces (40k at 256^3, 20k at 128^3), capped atlas charts, the texture baked
+        from the albedo on the surface cells' corners; automatic iso ('new-auto') and the field's known
+        surface level ('new', comparable with the SDF);
+  new-texel  'new-auto' with the texture baked by one albedo query per texel (albedo_sampling
+        "texel", the bake before the grid bake), to show that stage's share.
+Since 2026-11-30 06:00 every path queries a hash grid through its faster no-autograd encoding
+(engine/field.py), so 'old' is today's code with the old settings, not the old code.
 Fields: the analytic sphere, torus and grille (rods 3 voxels thick at 256^3) of tests/analytic_fields.py
 (density 20*sigmoid(-sdf/0.01): density 10 is the true surface) and a trained hash-grid field: a
 100-step builtin:shapes run of "a red cube" the benchmark makes itself (1 torch thread; cached in
@@ -37,6 +42,7 @@ PATHS = {
     "old": dict(sampling="dense", smooth_iterations=0, atlas="xatlas-default", target_faces=100_000),
     "new": {},
     "new-auto": {},
+    "new-texel": dict(albedo_sampling="texel"),
 }
 TARGET = {128: 20_000, 256: 40_000}  # the draft / standard presets' target_faces (engine/config.py)
 
@@ -80,7 +86,7 @@ def run_case(field: str, resolution: int, path: str, run_dir: str | None) -> dic
     else:
         shape = analytic_shape(field)
         density, albedo = shape.density, af.octant_albedo
-        if path != "new-auto":
+        if path not in ("new-auto", "new-texel"):
             settings["iso"] = af.ISO
         ref = metrics.reference_from_samples(shape.sdf, *shape.sample_surface(20000, 2))
     with tempfile.TemporaryDirectory() as d:
@@ -92,6 +98,7 @@ def run_case(field: str, resolution: int, path: str, run_dir: str | None) -> dic
     sc = metrics.surface_scores(v, f, ref, voxel=2.0 / (resolution - 1))
     row = dict(field=field, resolution=resolution, path=path, iso=res.iso, iso_method=res.iso_method,
                faces=res.n_faces, mc_faces=res.n_faces_extracted, points=res.points_queried,
+               albedo_points=res.albedo_queried,
                timings=res.timings, cpu=res.cpu_timings, chamfer=sc.chamfer, chamfer99=sc.chamfer99, nc=sc.normal_consistency,
                near=sc.near_fraction, volume_change=res.volume_change, rss_peak_mib=peak, rss_base_mib=base,
                load=(load0, os.getloadavg()[0]))
@@ -161,12 +168,13 @@ def machine_info() -> list[str]:
             f"one torch thread per case"]
 
 
-STAGE_COLS = ["density", "iso", "refine", "surface", "smooth", "decimate", "uv", "rasterize", "albedo", "total"]
+STAGE_COLS = ["density", "iso", "refine", "surface", "smooth", "decimate", "uv", "rasterize", "albedo", "write",
+              "total"]
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| field | grid | path | iso | points queried | faces | " + " | ".join(STAGE_COLS)
-            + " | speed-up | Chamfer | p99 | NC | near | colour MAE / silh. IoU | load |")
+    head = ("| field | grid | path | iso | points queried | albedo queries | faces | " + " | ".join(STAGE_COLS)
+            + " | CPU total | speed-up | Chamfer | p99 | NC | near | colour MAE / silh. IoU | load |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     old = {(r["field"], r["resolution"]): r["timings"]["total"] for r in rows if r["path"] == "old"}
     for r in rows:
@@ -174,8 +182,8 @@ def table(rows: list[dict]) -> str:
         o = old.get((r["field"], r["resolution"]))
         speed = f"{o / r['timings']['total']:.1f}x" if o and r["path"] != "old" else "-"
         last = f"{r['colour_mae']:.4f}" if "colour_mae" in r else f"IoU {r['silhouette_iou']:.3f}"
-        lines.append(f"| {r['field']} | {r['resolution']}^3 | {r['path']} | {r['iso']:.3g} | {r['points']} | {r['faces']} | "
-                     f"{t} | {speed} | {r['chamfer']:.5f} | {r['chamfer99']:.4f} | {r['nc']:.4f} | {r['near']:.3f} | "
+        lines.append(f"| {r['field']} | {r['resolution']}^3 | {r['path']} | {r['iso']:.3g} | {r['points']} | "
+                     f"{r.get('albedo_points', '-')} | {r['faces']} | {t} | {r['cpu']['total']:.2f} | {speed} | {r['chamfer']:.5f} | {r['chamfer99']:.4f} | {r['nc']:.4f} | {r['near']:.3f} | "
                      f"{last} | {r['load'][0]:.1f}-{r['load'][1]:.1f} |")
     return "\n".join(lines)
 
@@ -186,6 +194,7 @@ def main() -> None:
     ap.add_argument("--run-dir", help="a trained run to export (default: the cached builtin:shapes run)")
     ap.add_argument("--fields", default="sphere,torus,grille,trained")
     ap.add_argument("--resolutions", default="128,256")
+    ap.add_argument("--paths", default=",".join(PATHS), help="which of " + ", ".join(PATHS))
     ap.add_argument("--no-write", action="store_true", help="only print the table")
     args = ap.parse_args()
     if args.case:
@@ -197,7 +206,7 @@ def main() -> None:
     rows, failures = [], []
     for field in fields:
         for res in (int(r) for r in args.resolutions.split(",")):
-            for path in PATHS:
+            for path in args.paths.split(","):
                 if field == "trained" and path == "new":
                     continue  # no known surface level to give: 'new-auto' is its fast path
                 cmd = [sys.executable, __file__, "--case", field, str(res), path]
@@ -213,7 +222,7 @@ def main() -> None:
                 r = rows[-1]
                 with open(ROOT / "bench" / "results" / "export-rows.jsonl", "a") as fh:  # survives an abort
                     fh.write(json.dumps(r) + "\n")
-                print(f"{field} {res}^3 {path}: {r['timings']['total']:.1f} s, iso {r['iso']:.3g}, "
+                print(f"{field} {res}^3 {path}: {r['timings']['total']:.1f} s (CPU {r['cpu']['total']:.1f} s), iso {r['iso']:.3g}, "
                       f"{r['faces']} faces, load {r['load'][0]:.1f}", file=sys.stderr, flush=True)
     md = "\n".join([
         "# Mesh export benchmark (CPU): today's path vs the fast path", "",

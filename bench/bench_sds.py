@@ -759,15 +759,23 @@ def run(args) -> dict:
             other.update_occupancy()  # its first (full) grid update, as the main trainer's untimed first step did
             runners.append(((path, enc), other))
         per_variant = {v: [] for v, _ in runners}
-        # Side by side: one step of each variant in turn, so load changes on this shared machine hit all alike.
+        round_floors: list[float] = []
+        emb_len = int(trainer.uncond.shape[0])
+        # Side by side: one step of each variant in turn, then one bare U-Net call (the floor), so load changes on
+        # this shared machine hit steps and floor alike; a floor timed once at the end, minutes later and after
+        # tight_malloc (which slows allocation), gave ratios that moved by 2x between runs.
         for i in range(max(args.warmup - 1, 0) + args.steps):
+            timed = i >= max(args.warmup - 1, 0)
             for (path, enc), tr in runners:
                 g.vae = encoders[enc]
                 _, clock = timed_train_step(tr, shading=args.shading)
-                if i >= max(args.warmup - 1, 0):
+                if timed:
                     per_variant[(path, enc)].append({**clock.times, "total": clock.total()})
                 print(f"{path}-{enc} step {i + 1}: {clock.total():.2f}s " + " ".join(f"{k}={v:.2f}" for k, v in clock.times.items()),
                       file=sys.stderr)
+            if timed:
+                round_floors.append(unet_floor(g, device, 1, 0, mem, emb_len=emb_len)["mean_s"])
+                print(f"U-Net floor (round {i + 1}): {round_floors[-1]:.2f}s; load {os.getloadavg()[0]:.2f}", file=sys.stderr)
         g.vae = encoders[main_encoder]
         steps = per_variant[variants[0]]
         mean = {k: sum(s[k] for s in steps) / len(steps) for k in steps[0]}
@@ -780,8 +788,10 @@ def run(args) -> dict:
         saved: dict = {}
         _, mclock = timed_train_step(trainer, shading=args.shading, clock=Clock(device, mem), saved=saved)
         step_base = mclock.base
-        floor = unet_floor(g, device, args.floor_reps, 0, mem, emb_len=int(trainer.uncond.shape[0]))  # warm from the steps
-        print(f"U-Net floor {floor['mean_s']:.2f}s", file=sys.stderr)
+        # Memory of the bare call (after tight_malloc, so its time is not used); the floor's time is the rounds' mean.
+        floor = unet_floor(g, device, args.floor_reps, 0, mem, emb_len=emb_len)
+        floor.update({"mean_s": sum(round_floors) / len(round_floors), "all_s": round_floors, "interleaved": True})
+        print(f"U-Net floor {floor['mean_s']:.2f}s (mean of {len(round_floors)} interleaved calls)", file=sys.stderr)
         field_params = sum(p.numel() for p in trainer.field.parameters()) + sum(p.numel() for p in trainer.background.parameters())
         res = {
             "name": "-".join([args.model_size, args.preset, device.type, args.dtype, args.encoding]
@@ -798,6 +808,7 @@ def run(args) -> dict:
             "guidance_s": mean["vae_encode"] + mean["unet_cfg"], "backward_s": mean["backward_guidance"] + mean["backward_render"],
             "unet_floor": floor, "ratio": mean["total"] / floor["mean_s"],
             "variants": [{"name": f"{p}-{e}", "path": p, "encoder": e, "mean": m, "ratio": m["total"] / floor["mean_s"],
+                          "round_ratios": [st["total"] / f for st, f in zip(per_variant[(p, e)], round_floors)],
                           "steps": len(per_variant[(p, e)])} for (p, e), m in variant_means.items()],
             "encoder_params": encoder_params,
             "field": {"checkpoint": args.field_checkpoint, "step": None if field_state is None else int(field_state["step"])},
@@ -863,7 +874,8 @@ def markdown(results: list[dict]) -> str:
           "render = NeRF forward; VAE enc = render resized to 512² and encoded (latent models); U-Net CFG = one",
           "batch-2 U-Net forward (uncond + cond) under no_grad plus the guidance arithmetic; bwd guid. = backward",
           "through the VAE encoder to the image; bwd render = backward through the render to the NeRF; optim = Adam.",
-          "U-Net floor = the bare U-Net forward, batch 2, 64×64 latents, 77 tokens; ratio = step / floor.", "",
+          "U-Net floor = the bare U-Net forward, batch 2, 64×64 latents, 77 tokens, timed once per round between the "
+          "steps (rows from 2026-11-30 06:00 on; older rows timed it once after the steps); ratio = step / floor.", "",
           "| run | device | dtype | render px, spp | steps | render | VAE enc | U-Net CFG | loss | bwd guid. | bwd render | optim | **s/step** | steps/s | U-Net floor | ratio |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -1049,7 +1061,8 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true", help="CUDA only; skipped on CPU")
     ap.add_argument("--compile", action="store_true", help="torch.compile the U-Net; CUDA only, skipped on CPU")
     ap.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
-    ap.add_argument("--floor-reps", type=int, default=None, help="bare U-Net forwards timed (default 2 at SD size, 10 tiny)")
+    ap.add_argument("--floor-reps", type=int, default=None, help="bare U-Net forwards for the floor's memory figure (default 1 at SD size, 10 tiny); its time is one call per "
+                         "timed round, interleaved with the steps")
     ap.add_argument("--compare-encodings", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--compare-paths", action=argparse.BooleanOptionalAction, default=True,
                     help="reference vs fast render path, forward + backward (in a subprocess, with the encodings comparison)")
@@ -1091,7 +1104,7 @@ def main() -> None:
         return
     sd = args.model_size != "tiny"
     args.steps = args.steps or (2 if sd else 10)
-    args.floor_reps = args.floor_reps or (2 if sd else 10)
+    args.floor_reps = args.floor_reps or (1 if sd else 10)
     args.shading = None if args.shading == "mixed" else args.shading
     res = run(args)
     text = json.dumps(res, indent=1)

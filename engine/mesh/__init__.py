@@ -76,8 +76,8 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
             vmap, uv_faces, uvs = uv.unwrap(verts, faces, s.texture_size, s.texture_padding, s.atlas)
             verts, normals = verts[vmap], normals[vmap]
 
-        image, coverage = bake.bake_albedo(albedo_fn, verts, uv_faces, uvs, s.texture_size, s.device,
-                                           s.chunk_size, rep)
+        image, coverage, n_albedo = bake.bake_albedo(albedo_fn, verts, uv_faces, uvs, s.texture_size, s.device,
+                                                     s.chunk_size, rep, s.albedo_sampling, s.resolution, s.bound)
 
         with rep.stage("write", len(s.formats) + 1) as st:
             mesh = write.build_mesh(verts, uv_faces, normals, uvs, image, s.name, s.roughness, s.metallic)
@@ -99,7 +99,7 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
                         timings=timings, n_faces_extracted=n_extracted, n_components=n_comp,
                         n_components_kept=n_kept, texture_coverage=coverage, iso_method=choice.method,
                         iso_silhouette_iou=choice.silhouette_iou, points_queried=n_queried,
-                        volume_change=volume_change, cpu_timings=cpu_timings)
+                        volume_change=volume_change, cpu_timings=cpu_timings, albedo_queried=n_albedo)
 
 
 def _sample_grid(density_fn, s: ExportSettings, rep: Reporter):

@@ -14,6 +14,7 @@ DEFAULT_ISO = 10.0
 FORMATS = ("glb", "obj")
 SAMPLING = ("adaptive", "dense")
 ATLAS = ("fast", "xatlas-default")
+ALBEDO_SAMPLING = ("grid", "texel")
 #: Default polygon budget (decimation target) per grid resolution: what the texture and a field's
 #: detail at that resolution can carry (docs/BENCHMARKS-export.md measures Chamfer and colour error
 #: against face count); more costs UV-atlas time (xatlas is superlinear in chart size).
@@ -38,6 +39,10 @@ class ExportSettings:
     smooth_iterations  Taubin smoothing passes on the marching-cubes mesh (0 = off; smooth.py).
     atlas          "fast": xatlas with charts capped at ~``uv.CHART_FACES`` faces (an order of
                    magnitude faster on 20k+ faces); "xatlas-default": xatlas's own chart options.
+    albedo_sampling  "grid": the texture's colours come from ``albedo_fn`` on the corners of the grid
+                   cells the surface lies in (trilinear), queried per texel only where a cell's
+                   corners differ (colour edges, fine detail; bake.py); "texel": every texel queried
+                   (the slow reference; ~0.6M field queries at 1024^2).
     keep_fraction  keep connected components with at least this fraction of the largest
                    component's faces (0 = keep all, 1 = only the largest); drops floaters.
     formats        subset of ("glb", "obj"); the texture PNG is always written too.
@@ -67,6 +72,7 @@ class ExportSettings:
     sampling: str = "adaptive"
     smooth_iterations: int = 3
     atlas: str = "fast"
+    albedo_sampling: str = "grid"
 
     def __post_init__(self) -> None:
         self.formats = tuple(self.formats) if not isinstance(self.formats, str) else (self.formats,)
@@ -114,6 +120,8 @@ class ExportSettings:
         need(is_int(self.smooth_iterations) and 0 <= self.smooth_iterations <= 100,
              f"smooth_iterations must be an integer between 0 (off) and 100, got {self.smooth_iterations!r}")
         need(self.atlas in ATLAS, f"atlas must be one of {ATLAS}, got {self.atlas!r}")
+        need(self.albedo_sampling in ALBEDO_SAMPLING,
+             f"albedo_sampling must be one of {ALBEDO_SAMPLING}, got {self.albedo_sampling!r}")
 
 
 @dataclass
@@ -134,6 +142,7 @@ class ExportResult:
     iso_method: str = "given"  # "auto" (chosen from the rendered opacity, iso.py) or "given"
     iso_silhouette_iou: float | None = None  # auto: IoU of the level set's and the opacity's silhouettes
     points_queried: int = 0  # density_fn evaluations (coarse + fine)
+    albedo_queried: int = 0  # albedo_fn evaluations (texture bake)
     volume_change: float = 0.0  # relative volume change by smoothing
     cpu_timings: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage (this process)
 
@@ -143,6 +152,7 @@ class ExportResult:
                 "iso_silhouette_iou": None if self.iso_silhouette_iou is None else round(self.iso_silhouette_iou, 4),
                 "n_faces": self.n_faces, "n_vertices": self.n_vertices, "n_faces_extracted": self.n_faces_extracted,
                 "watertight": self.watertight, "points_queried": self.points_queried,
+                "albedo_queried": self.albedo_queried,
                 "volume_change": round(self.volume_change, 6),
                 "timings": {k: round(v, 3) for k, v in self.timings.items()},
                 "cpu_timings": {k: round(v, 3) for k, v in self.cpu_timings.items()}}
