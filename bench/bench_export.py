@@ -5,7 +5,7 @@
 
 Paths (engine.mesh.ExportSettings):
   old   what export did before issue 15: every grid point queried, fixed iso, decimation to 100k
-        faces, no smoothing, xatlas's own chart options;
+        faces, no smoothing, xatlas's own chart options, one albedo query per texel;
   new   the defaults: coarse-to-fine sampling with surface tracking, Taubin smoothing, decimation to
         the preset's target_faces (40k at 256^3, 20k at 128^3), capped atlas charts, the texture baked
         from the albedo on the surface cells' corners; automatic iso ('new-auto') and the field's known
@@ -15,9 +15,11 @@ Paths (engine.mesh.ExportSettings):
 Since 2026-11-30 06:00 every path queries a hash grid through its faster no-autograd encoding
 (engine/field.py), so 'old' is today's code with the old settings, not the old code.
 Fields: the analytic sphere, torus and grille (rods 3 voxels thick at 256^3) of tests/analytic_fields.py
-(density 20*sigmoid(-sdf/0.01): density 10 is the true surface) and a trained hash-grid field: a
-100-step builtin:shapes run of "a red cube" the benchmark makes itself (1 torch thread; cached in
-bench/results/trained-cube/, or --run-dir). Accuracy by engine.mesh.metrics against the true surface
+(density 20*sigmoid(-sdf/0.01): density 10 is the true surface) and a trained field: a 100-step
+builtin:shapes run of "a red cube" the benchmark makes itself with the prior's own settings (a 4-band
+frequency field since the prior's dreamfusion.json chose it; 1 torch thread; cached in
+bench/results/trained-cube/), or any run given by --run-dir (the issue's hash-grid target: a run made
+with `--set encoding=hashgrid`). Accuracy by engine.mesh.metrics against the true surface
 (the cube for the trained field), colour error of the written texture, silhouette IoU of the mesh
 against the NeRF's rendered opacity (trained field, the run's samples per ray, 8 views).
 Each case runs in its own subprocess (peak RSS is its own) with one torch thread; the load average
@@ -39,7 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / "results" / "trained-cube"
 PATHS = {
-    "old": dict(sampling="dense", smooth_iterations=0, atlas="xatlas-default", target_faces=100_000),
+    "old": dict(sampling="dense", smooth_iterations=0, atlas="xatlas-default", target_faces=100_000,
+                albedo_sampling="texel"),
     "new": {},
     "new-auto": {},
     "new-texel": dict(albedo_sampling="texel"),

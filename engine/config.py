@@ -57,6 +57,9 @@ class JobConfig:
     bound: float = 1.0
     encoding: str = "hashgrid"  # hashgrid | frequency
     frequency_bands: int = 8  # sinusoidal encoding: octaves 2^0..2^(bands-1) (fewer: smoother, no terracing)
+    # share of the sinusoidal bands that are live, coarse first, the next fading in (Nerfies' window);
+    # a schedule such as 0->1@0:0.5 anneals the field from smooth to detailed (1: every band throughout)
+    frequency_band_fraction: float | str = 1.0
     hash_levels: int = 12
     hash_log2_table: int = 16
     hash_max_resolution: int = 1024  # finest hash-grid level (grid cells across the bounding cube)
@@ -326,6 +329,7 @@ def validate_recipe_settings(cfg: JobConfig, need) -> None:
     need(all(sum(r.at_fraction(f) for r in ratios) > 0 for f in points),
          "shading ratios must be >= 0 and not all zero at any point of the run")
     schedule.check_range(cfg.hash_level_fraction, "hash_level_fraction", 0.0, 1.0, lo_open=True)
+    schedule.check_range(cfg.frequency_band_fraction, "frequency_band_fraction", 0.0, 1.0)
     schedule.check_range(cfg.orientation_weight, "orientation_weight", 0.0)
     schedule.check_range(cfg.opacity_weight, "opacity_weight", 0.0)
     need(cfg.orientation_average in ORIENTATION_AVERAGES,

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from . import errors, runfolder, schedule
+from . import errors, runfolder
 from .cancel import CancelFlag
 from .config import JobConfig
 from .errors import Cancelled, ConfigError, EngineError, ExportError
 from .protocol import EventStream
-from .train import build_field
+from .train import build_field, set_coarse_to_fine
 
 POLL_S = 0.1  # how often the parent looks at the child's messages and at cancel
 
@@ -35,8 +35,8 @@ def load_field(run_dir: Path, cfg: JobConfig, device: torch.device, state: dict 
     field, _ = build_field(cfg)
     state = state if state is not None else runfolder.load_checkpoint(run_dir)
     field.load_state_dict(state["field"])
-    # The hash levels live at the checkpoint's last step: later levels never trained (progressive grid).
-    field.set_level_fraction(schedule.value_at(cfg.hash_level_fraction, max(int(state["step"]) - 1, 0), cfg.steps))
+    # The hash levels and bands live at the checkpoint's last step: later ones never trained (coarse to fine).
+    set_coarse_to_fine(field, cfg, max(int(state["step"]) - 1, 0))
     return field.to(device).eval()
 
 

@@ -126,19 +126,30 @@ class HashGridEncoding(nn.Module):
 
 
 class FrequencyEncoding(nn.Module):
-    """NeRF's sinusoidal encoding; the slower baseline the hash grid is measured against."""
+    """NeRF's sinusoidal encoding (octaves 2^0..2^(n-1) times pi), with Nerfies' coarse-to-fine
+    window: ``set_band_fraction(f)`` keeps the first f*n bands, the next one fading in smoothly."""
 
     def __init__(self, n_freqs: int = 8, bound: float = 1.0, include_input: bool = True):
         super().__init__()
         self.bound = bound
         self.include_input = include_input
+        self.n_freqs = n_freqs
         self.register_buffer("freqs", 2.0 ** torch.arange(n_freqs) * math.pi, persistent=False)
+        self.register_buffer("band_weights", torch.ones(n_freqs), persistent=False)
         self.output_dim = 3 * (2 * n_freqs + int(include_input))
+
+    def set_band_fraction(self, fraction: float) -> None:
+        """Nerfies (Park et al. 2021, eq. 8): band k weighs (1 - cos(pi * clamp(alpha - k, 0, 1))) / 2
+        with alpha = fraction * n, so 1 keeps every band and 0 only the raw coordinates."""
+        alpha = float(fraction) * self.n_freqs
+        k = torch.arange(self.n_freqs, device=self.band_weights.device, dtype=torch.float32)
+        self.band_weights.copy_((1.0 - torch.cos(math.pi * (alpha - k).clamp(0.0, 1.0))) / 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x / self.bound
         xf = x[..., None] * self.freqs  # (N, 3, F)
-        parts = [torch.sin(xf).flatten(-2), torch.cos(xf).flatten(-2)]
+        w = self.band_weights
+        parts = [(torch.sin(xf) * w).flatten(-2), (torch.cos(xf) * w).flatten(-2)]
         if self.include_input:
             parts.insert(0, x)
         return torch.cat(parts, dim=-1)
@@ -186,6 +197,11 @@ class NeRFField(nn.Module):
         """Progressive hash grid: keep floor(fraction * levels) levels live (no-op for other encodings)."""
         if isinstance(self.encoding, HashGridEncoding):
             self.encoding.set_active_levels(math.floor(fraction * self.encoding.levels + 1e-6))
+
+    def set_band_fraction(self, fraction: float) -> None:
+        """Coarse-to-fine sinusoidal bands (no-op for the hash grid): see FrequencyEncoding."""
+        if isinstance(self.encoding, FrequencyEncoding):
+            self.encoding.set_band_fraction(fraction)
 
     def blob(self, x: torch.Tensor) -> torch.Tensor:
         r = torch.sqrt((x * x).sum(-1) + 1e-12)  # not x.norm(): finite gradient at the origin

@@ -40,6 +40,12 @@ def build_field(cfg: JobConfig) -> tuple[NeRFField, BackgroundField]:
     return field, BackgroundField(fixed=cfg.background)
 
 
+def set_coarse_to_fine(field: NeRFField, cfg: JobConfig, step: int) -> None:
+    """The hash levels (progressive grid) and sinusoidal bands (Nerfies' window) live at ``step``."""
+    field.set_level_fraction(schedule.value_at(cfg.hash_level_fraction, step, cfg.steps))
+    field.set_band_fraction(schedule.value_at(cfg.frequency_band_fraction, step, cfg.steps))
+
+
 def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
@@ -177,7 +183,7 @@ class Trainer:
 
     def sample_view(self, mode: str | None = None):
         """This step's cameras, lights, shading mode (drawn unless given) and background; applies the
-        step's live hash levels. Shared with bench/bench_sds.py's timed copy of the step."""
+        step's live hash levels and bands. Shared with bench/bench_sds.py's timed copy of the step."""
         cfg = self.cfg
         cams = sample_cameras(
             cfg.batch_size, self.rng, (cfg.elevation_min, cfg.elevation_max), (cfg.distance_min, cfg.distance_max),
@@ -185,7 +191,7 @@ class Trainer:
         )
         lights = sample_light_positions(cams, self.rng)
         mode = self.shading_mode() if mode is None else mode
-        self.field.set_level_fraction(self.scheduled("hash_level_fraction"))
+        set_coarse_to_fine(self.field, cfg, self.step)
         return cams, lights, mode, self.training_background()
 
     def regularisers(self, out) -> list[torch.Tensor]:

@@ -23,6 +23,8 @@ def test_bad_prompts(prompt, match):
     (dict(distance_min=0.5), "outside the bounding sphere"), (dict(albedo_ratio=0, shaded_ratio=0, textureless_ratio=0), "ratios"),
     (dict(frequency_bands=0), "frequency_bands"), (dict(frequency_bands=40), "frequency_bands"),
     (dict(hash_max_resolution=8), "hash_max_resolution"),
+    (dict(frequency_band_fraction=1.5), "frequency_band_fraction"), (dict(frequency_band_fraction=-0.1), "frequency_band_fraction"),
+    (dict(frequency_band_fraction="0->2@0:0.5"), "frequency_band_fraction"), (dict(frequency_band_fraction="soon"), "frequency_band_fraction"),
 ])
 def test_bad_settings(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -52,3 +54,26 @@ def test_field_settings_reach_the_field():
     assert field.encoding.output_dim == 3 * (2 * 5 + 1)
     field, _ = build_field(build_config("draft", prompt="a mug", hash_levels=4, hash_max_resolution=128, hash_log2_table=12))
     assert field.encoding.resolutions.tolist() == [16, 32, 64, 128]
+
+
+def test_band_schedule_reaches_the_field():
+    """frequency_band_fraction anneals the sinusoidal bands coarse to fine (Nerfies' window): at the
+    start only the raw coordinates and the first bands pass, the top band fades in, then all pass."""
+    import torch
+
+    from engine.train import build_field, set_coarse_to_fine
+
+    cfg = build_config("draft", prompt="a mug", steps=101, encoding="frequency", frequency_bands=4,
+                       frequency_band_fraction="0.25->1@0:0.5")
+    field, _ = build_field(cfg)
+    x = torch.rand(64, 3) * 2 - 1
+    weights = []
+    for step in (0, 25, 50, 100):
+        set_coarse_to_fine(field, cfg, step)
+        weights.append(field.encoding.band_weights.tolist())
+    assert weights[0] == [1.0, 0.0, 0.0, 0.0] and weights[-1] == [1.0, 1.0, 1.0, 1.0]
+    assert 0.0 < weights[1][2] < 1.0 and weights[1][3] == 0.0  # alpha 2.5: the third band half on
+    set_coarse_to_fine(field, cfg, 0)
+    enc = field.encoding(x)
+    fine = enc[:, 3:].reshape(64, 2, 3, 4)[..., 1:]  # sin/cos of bands 2-4 are masked out
+    assert fine.abs().max() == 0.0

@@ -477,6 +477,19 @@ def test_auto_iso_matches_rendered_opacity(tmp_path, name, scale):
                          ExportSettings(resolution=64, texture_size=64, progress=False, iso=10.0))
 
 
+def test_auto_iso_reports_the_best_any_level_reaches():
+    """choose_iso also reports the best silhouette IoU any level reaches (its ceiling): its choice is
+    within 1e-3 of it; a full-strength field reaches ~1, a faint soft one (0.1x) stays below (no level
+    set has a silhouette that long chords alone make 50 % opaque)."""
+    from engine.mesh import grid, iso
+    from engine.mesh.progress import Reporter
+
+    for scale, lo, hi in ((1.0, 0.97, 1.0), (0.1, 0.5, 0.95)):
+        g = grid.sample_density(lambda x: scale * af.torus().density(x), 48, 1.0, "cpu", 1 << 16, Reporter(False, None))
+        c = iso.choose_iso(g, 1.0)
+        assert c.silhouette_iou >= c.best_iou - 2e-3 and lo <= c.best_iou <= hi, (scale, c)
+
+
 def test_smoothing_keeps_volume_and_normals(tmp_path):
     """Default Taubin smoothing on a marching-cubes mesh: volume within 1 %, normal consistency no
     lower than without (torus; box, whose edges are where rounding would show; the thin grille's rods,

@@ -60,7 +60,7 @@ def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int, reporter: Reporter,
     # exact to ~1e-4 texel even in an 8192^2 texture.
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
     origin = t(np.stack([tri_x[:, 0], tri_y[:, 0]], 1))
-    tri = t(np.stack([tri_x - tri_x[:, :1], tri_y - tri_y[:, :1]], -1)).float()  # (F, 3, 2)
+    coef, lens = _edge_functions(t(np.stack([tri_x - tri_x[:, :1], tri_y - tri_y[:, :1]], -1)).float())
     n_cand_t, x0_t, y0_t, w_t = t(n_cand), t(x0), t(y0), t(w)
 
     # Chunks of consecutive triangles with about CANDIDATES_PER_CHUNK candidate texels each.
@@ -68,7 +68,7 @@ def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int, reporter: Reporter,
     bounds = np.unique(np.concatenate([[0], bounds, [len(faces)]]))
     with reporter.stage("rasterize", len(bounds) - 1) as stage:
         for a, b in zip(bounds[:-1], bounds[1:]):
-            _raster_chunk(int(a), int(b), n_cand_t, x0_t, y0_t, w_t, origin, tri, size, best_depth, best_face,
+            _raster_chunk(int(a), int(b), n_cand_t, x0_t, y0_t, w_t, origin, coef, lens, size, best_depth, best_face,
                           best_bary, margin)
             stage.update(1)
     best_face = best_face.numpy()
@@ -76,50 +76,58 @@ def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int, reporter: Reporter,
     return texels, best_face[texels], best_bary.numpy()[texels].astype(np.float64)
 
 
-def _raster_chunk(a, b, n_cand, x0, y0, w, origin, tri, size, best_depth, best_face, best_bary, margin) -> None:
+def _raster_chunk(a, b, n_cand, x0, y0, w, origin, coef, lens, size, best_depth, best_face, best_bary,
+                  margin) -> None:
     """Rasterise triangles a..b-1 and merge into the per-texel best arrays (in place, torch, vectorised:
     the deepest candidate per texel wins via scatter_reduce(amax), no sorting)."""
     counts = n_cand[a:b]
     f_ids = torch.repeat_interleave(torch.arange(a, b), counts)
     if len(f_ids) == 0:
         return
-    # Local index of each candidate within its triangle's box -> texel column and row.
+    # Local index of each candidate within its triangle's box -> texel column and row. (index_select,
+    # not tensor[index]: the same gathers, several times faster on CPU.)
     start = torch.cumsum(counts, 0) - counts
     local = torch.arange(len(f_ids)) - torch.repeat_interleave(start, counts)
-    wf = w[f_ids]
-    cols = x0[f_ids] + local % wf
-    rows = y0[f_ids] + local // wf
-    o = origin[f_ids]
-    bary, depth = _barycentric(tri[f_ids], (cols - o[:, 0]).float(), (rows - o[:, 1]).float())
-    ok = depth >= -margin
-    tex = (rows * size + cols)[ok]
-    depth, f_ok, bary = depth[ok], f_ids[ok], bary[ok]
+    wf = w.index_select(0, f_ids)
+    cols = x0.index_select(0, f_ids) + local % wf
+    rows = y0.index_select(0, f_ids) + local // wf
+    o = origin.index_select(0, f_ids)
+    px, py = (cols - o[:, 0]).float()[:, None], (rows - o[:, 1]).float()[:, None]
+    c = coef.index_select(0, f_ids)  # (M, 3 edges, 3)
+    dist = c[:, :, 0] * px + c[:, :, 1] * py + c[:, :, 2]  # signed distance to each edge line, texels
+    depth = dist.amin(1)
+    ok = torch.nonzero(depth >= -margin).squeeze(1)
+    tex = (rows * size + cols).index_select(0, ok)
+    depth, f_ok, dist = depth.index_select(0, ok), f_ids.index_select(0, ok), dist.index_select(0, ok)
     best_depth.scatter_reduce_(0, tex, depth, reduce="amax", include_self=True)
-    win = depth >= best_depth[tex]  # ties: any of the tied candidates (same depth) is fine
-    best_face[tex[win]] = f_ok[win]
-    best_bary[tex[win]] = bary[win]
+    win = torch.nonzero(depth >= best_depth.index_select(0, tex)).squeeze(1)  # ties: any tied candidate is fine
+    f_win, tex = f_ok.index_select(0, win), tex.index_select(0, win)
+    # Barycentrics (clamped to the triangle) only for the winners: edge distance x edge length.
+    bary = (dist.index_select(0, win) * lens.index_select(0, f_win)).clamp_min(0.0)
+    s = bary.sum(1, keepdim=True)
+    bary = torch.where(s > 1e-20, bary / s.clamp_min(1e-20), torch.full_like(bary, 1.0 / 3.0))
+    best_face[tex] = f_win
+    best_bary[tex] = bary
 
 
-def _barycentric(tri: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
-    """Barycentrics of points (px, py) in triangles ``tri`` (M,3,2) (coordinates relative to the first
-    corner), clamped to the triangle, and the signed distance in texels from the point to the
-    triangle's nearest edge line (>0 inside)."""
+def _edge_functions(tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per triangle ``tri`` (F,3,2) (coordinates relative to the first corner): coefficients (F,3,3)
+    of A*x + B*y + C = signed distance in texels from (x, y) to the line of the edge opposite each
+    corner (> 0 inside; charts may be mirrored, so the sign follows the winding), and the edge lengths
+    (F,3). Degenerate (zero-area) triangles get distance -inf everywhere (never rasterised)."""
     ax, ay, bx, by, cx, cy = tri[:, 0, 0], tri[:, 0, 1], tri[:, 1, 0], tri[:, 1, 1], tri[:, 2, 0], tri[:, 2, 1]
     area2 = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
-    sgn = torch.where(area2 < 0, -1.0, 1.0)  # charts may be mirrored; make 'inside' positive either way
-    e0 = ((bx - px) * (cy - py) - (by - py) * (cx - px)) * sgn  # opposite vertex a
-    e1 = ((cx - px) * (ay - py) - (cy - py) * (ax - px)) * sgn  # opposite vertex b
-    e2 = ((ax - px) * (by - py) - (ay - py) * (bx - px)) * sgn  # opposite vertex c
-    len0 = torch.hypot(cx - bx, cy - by).clamp_min(1e-12)
-    len1 = torch.hypot(ax - cx, ay - cy).clamp_min(1e-12)
-    len2 = torch.hypot(bx - ax, by - ay).clamp_min(1e-12)
-    depth = torch.minimum(torch.minimum(e0 / len0, e1 / len1), e2 / len2)
-    bary = torch.stack([e0, e1, e2], 1).clamp_min(0.0)
-    s = bary.sum(1, keepdim=True)
-    # Degenerate UV triangles (zero area) or far-outside points: fall back to the centroid.
-    bary = torch.where(s > 1e-20, bary / s.clamp_min(1e-20), torch.full_like(bary, 1.0 / 3.0))
-    depth = torch.where(area2.abs() > 1e-12, depth, torch.full_like(depth, -float("inf")))
-    return bary, depth
+    sgn = torch.where(area2 < 0, -1.0, 1.0)
+    # Edge opposite a: (b - p) x (c - p) = (by - cy) x + (cx - bx) y + (bx cy - by cx); likewise b, c.
+    a_ = torch.stack([by - cy, cy - ay, ay - by], 1)
+    b_ = torch.stack([cx - bx, ax - cx, bx - ax], 1)
+    c_ = torch.stack([bx * cy - by * cx, cx * ay - cy * ax, ax * by - ay * bx], 1)
+    lens = torch.hypot(a_, b_).clamp_min(1e-12)
+    k = (sgn[:, None] / lens)
+    coef = torch.stack([a_ * k, b_ * k, c_ * k], -1)
+    degenerate = area2.abs() <= 1e-12
+    coef[degenerate] = torch.tensor([0.0, 0.0, -float("inf")])
+    return coef, lens
 
 
 def query_albedo(albedo_fn: AlbedoFn, points: np.ndarray, device, chunk_size: int,
@@ -181,10 +189,14 @@ def grid_albedo(albedo_fn: AlbedoFn, points: np.ndarray, resolution: int, bound:
         st.update(1)
         per_cell = corner_rgb[corner_of_cell.reshape(-1, 8)]  # (cells, 8, 3), corner order (a, b, c) as offs
         exact_cell = (per_cell.max(1) - per_cell.min(1)).max(1) > tolerance
-        # Trilinear: weight of corner (a, b, c) = prod over axes of (frac if 1 else 1 - frac).
-        wx, wy, wz = (np.stack([1.0 - frac[:, d], frac[:, d]], 1) for d in range(3))
-        w = (wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]).reshape(-1, 8)
-        rgb = np.einsum("mc,mcd->md", w, per_cell[texel_cell]).astype(np.float32)
+        # Trilinear: weight of corner (a, b, c) = prod over axes of (frac if 1 else 1 - frac); float32
+        # torch gathers and one batched product (numpy's einsum here took longer than the queries).
+        fr = torch.from_numpy(frac.astype(np.float32))
+        wx, wy, wz = (torch.stack([1.0 - fr[:, d], fr[:, d]], 1) for d in range(3))
+        w = (wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]).reshape(-1, 1, 8)
+        texel_corners = torch.from_numpy(corner_of_cell.reshape(-1, 8)).index_select(0, torch.from_numpy(texel_cell))
+        vals = torch.from_numpy(corner_rgb).index_select(0, texel_corners.reshape(-1)).reshape(-1, 8, 3)
+        rgb = torch.bmm(w, vals)[:, 0].numpy()
         exact = np.flatnonzero(exact_cell[texel_cell])
         rgb[exact] = _query(albedo_fn, points[exact], device, chunk_size)
         st.update(1)

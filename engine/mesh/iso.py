@@ -40,6 +40,7 @@ class IsoChoice:
     method: str  # "auto" (silhouette area) or "given"
     silhouette_iou: float | None = None  # IoU of {m > iso} and {o > 0.5} on the grid's renders
     nerf_area: float | None = None  # rays in the NeRF's silhouette (or its soft area), all views
+    best_iou: float | None = None  # the best IoU any level reaches on these renders (soft fields: < 1)
 
     def to_json(self) -> dict:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -90,6 +91,7 @@ def choose_iso(grid: np.ndarray, bound: float) -> IsoChoice:
     area = float(nerf.sum()) if nerf.any() else float(opacity.sum())
     order = np.argsort(-peak, kind="stable")
     sorted_peak = peak[order]
+    best = None
     if area < 1 or sorted_peak[0] <= 0:
         iso = 0.5 * vmax
     else:
@@ -100,6 +102,7 @@ def choose_iso(grid: np.ndarray, bound: float) -> IsoChoice:
         inter = np.cumsum(target[order])
         k = np.arange(1, len(order) + 1)
         iou = inter / (k + target.sum() - inter)
+        best = float(iou.max())
         near_best = np.nonzero(iou >= iou.max() - 1e-3)[0]
         kk = int(near_best[np.argmin(np.abs(near_best + 1 - area))]) + 1
         kk = min(kk, len(order) - 1)
@@ -110,7 +113,7 @@ def choose_iso(grid: np.ndarray, bound: float) -> IsoChoice:
     mesh_mask = peak > iso
     union = int((mesh_mask | nerf).sum())
     iou = float((mesh_mask & nerf).sum()) / union if union else 0.0
-    return IsoChoice(iso=float(iso), method="auto", silhouette_iou=iou, nerf_area=area)
+    return IsoChoice(iso=float(iso), method="auto", silhouette_iou=iou, nerf_area=area, best_iou=best)
 
 
 @torch.no_grad()

