@@ -191,14 +191,15 @@ def probe_render_costs(field, background, cfg, device, modes, occupancy=None) ->
     params = list(field.parameters()) + list(background.parameters())
     costs = {}
     # The first round only warms up (first calls allocate and pick kernels); the second is timed.
+    sync = StepTimer._device_sync(torch, device.type)
     for mode in [*dict.fromkeys(["albedo", *modes])] * 2:
+        sync()  # not charged with work queued before it
         t0 = time.perf_counter()
         out = render(field, background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode,
                      light_positions=lights, ambient=cfg.ambient, perturb=False, normals=cfg.normals,
                      normal_samples=cfg.normal_samples, occupancy=occupancy)
         out.image.mean().backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync()
         costs[mode] = time.perf_counter() - t0
     for p in params:
         p.grad = None

@@ -82,6 +82,9 @@ class Trainer:
             self.field.compile_query()
         # Cameras, lights, ray jitter, SDS t and noise: drawn on the device, so a step needs no host copy.
         self.rng = torch.Generator(device=device).manual_seed(cfg.seed)
+        # The occupancy grid's random cells draw from their own stream: with the grid on or off a run sees
+        # the same cameras, noise and t (a shared stream made grid on/off compare like two different seeds).
+        self.grid_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.host_rng = random.Random(cfg.seed)  # host-side choices only (the shading mode of a step)
         self.step = 0
         self.guidance_scale = cfg.guidance_scale if cfg.guidance_scale is not None else guidance.default_guidance_scale()
@@ -123,6 +126,7 @@ class Trainer:
         else:  # a generator's state only fits its own device type: reseed, deterministically per step
             log.warning("resuming on %s a run saved on %s: camera/noise draws are reseeded", self.device.type, state.get("rng_device"))
             self.rng.manual_seed(self.cfg.seed + self.step)
+        self.grid_rng.manual_seed(self.cfg.seed + 1 + self.step)  # the grid itself restarts on resume
         if "host_rng" in state:
             self.host_rng.setstate(_as_tuple(state["host_rng"]))
         torch.set_rng_state(state["torch_rng"])
@@ -161,7 +165,7 @@ class Trainer:
         if grid is None or (grid.updates > 0 and self.step % self.cfg.occupancy_update_every != 0):
             return
         # The renderer's widest sample spacing: the sphere's diameter over the samples per ray.
-        grid.update(self.field.density, 2.0 * self.cfg.bound / self.cfg.samples_per_ray, generator=self.rng)
+        grid.update(self.field.density, 2.0 * self.cfg.bound / self.cfg.samples_per_ray, generator=self.grid_rng)
 
     def t_range(self) -> tuple[float, float]:
         t_min, t_max = self.scheduled("t_min"), self.scheduled("t_max")

@@ -96,19 +96,17 @@ def test_a_step_reads_nothing_back_to_the_host(tiny_latent_model, tmp_path):
 
 
 def test_fixed_capacity_steps_size_nothing_by_data(tiny_latent_model, tmp_path):
-    """The packing a GPU run uses (packing=auto is fixed there), run on the CPU: after each packing site's
-    first use (one read each, to size it), a step neither reads a tensor nor sizes a tensor by its values."""
+    """The packing a GPU run uses (packing=auto is fixed there), run on the CPU: after the first step
+    (one read, to size the samples' capacity), a step neither reads a tensor nor sizes a tensor by its values."""
     trainer = _trainer(tiny_latent_model, tmp_path, packing="fixed")
     trainer.train_step()  # albedo: sizes the "samples" site
-    trainer.train_step()  # shaded: sizes the "normals" site
-    assert set(trainer.packer.capacity) == {"samples", "normals"}
     reads: list = []
     sized: list = []
     with count_host_reads(reads), count_sized_by_data(sized):
-        for _ in range(4):  # shaded, grid updates at steps 2 and 4
+        for _ in range(4):  # shaded (the "normals" site's first use), grid updates at steps 2 and 4
             stats = trainer.train_step()
     assert reads == [] and sized == [], f"host reads {reads}, data-sized ops {sized}"
-    assert torch.isfinite(stats["loss"])
+    assert torch.isfinite(stats["loss"]) and set(trainer.packer.capacity) == {"samples", "normals"}
     # The counter sees what exact packing does (nonzero), so the check above could fail.
     exact = _trainer(tiny_latent_model, tmp_path / "exact", packing="exact")
     with count_sized_by_data(sized):
@@ -188,3 +186,15 @@ def test_checkpoint_restores_both_generators(tiny_latent_model, tmp_path):
     sb = b.train_step()
     assert sa["mode"] == sb["mode"]
     torch.testing.assert_close(sa["loss"], sb["loss"])
+
+
+def test_the_occupancy_grid_draws_from_its_own_stream(tiny_latent_model, tmp_path):
+    """Grid on or off, a run draws the same cameras, jitter, t and noise (the grid's random cells come
+    from ``grid_rng``), so the two render paths can be compared seed for seed."""
+    on = _trainer(tiny_latent_model, tmp_path / "on")
+    off = _trainer(tiny_latent_model, tmp_path / "off", occupancy_grid=False)
+    for _ in range(3):  # grid updates at steps 0 and 2
+        on.train_step()
+        off.train_step()
+    assert on.occupancy.updates == 2 and off.occupancy is None
+    assert torch.equal(on.rng.get_state(), off.rng.get_state())

@@ -119,7 +119,7 @@ def render(
         if packer is None:
             sel = pack(want)
         else:
-            sel, over = packer.pack(want, "normals")
+            sel, over = packer.pack(want, "normals", first_read=False)  # at most the packed samples: no read
             overflow = overflow | over
         n_sel = normals_at(field, _with_dummy(flat).index_select(0, sel), _with_dummy(sigma_p).index_select(0, sel),
                            normals, create_graph)

@@ -9,7 +9,8 @@ past the end (the renderer appends one dummy sample there, whose weight is 0), a
 count as a device tensor.
 
 ``FixedCapacityPacker`` keeps one capacity per packing site. A site's first call sizes it from that
-call's count (one host read per site per run); after that the capacities are re-sized only when the
+call's count x2 (one host read per site per run; the normals' site, a mask over the packed samples, starts
+at their capacity instead, with no read: one view's count is a poor guide, measured); after that the capacities are re-sized only when the
 trainer reads its statistics anyway (``poll``, every few steps): the largest count seen since the last
 read, times ``margin``, rounded up (growing at once, shrinking only with ``margin``² to spare). When a step needs more than the capacity, the samples past it are
 not evaluated, so the render is wrong: the step reports it (``overflow``, a device flag), the trainer
@@ -74,11 +75,13 @@ class FixedCapacityPacker:
         want = max(1, math.ceil(count * (self.margin if margin is None else margin)))
         return -(-want // self.granule) * self.granule
 
-    def pack(self, mask: torch.Tensor, site: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(indices (capacity,), overflow (0-d bool)) for ``mask`` at packing site ``site``."""
+    def pack(self, mask: torch.Tensor, site: str, first_read: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices (capacity,), overflow (0-d bool)) for ``mask`` at packing site ``site``. A site's first
+        use sizes it from this mask's count (one host read, once per site), or with ``first_read=False``
+        from ``mask.numel()`` (no read; for a mask over already-packed samples, whose size is a bound)."""
         limit = mask.numel()
-        if site not in self.capacity:  # the site's first use: size it from this count (one read, once)
-            self.capacity[site] = self.size_for(int(mask.sum()), max(self.margin, FIRST_MARGIN))
+        if site not in self.capacity:
+            self.capacity[site] = self.size_for(int(mask.sum()), max(self.margin, FIRST_MARGIN)) if first_read else limit
         cap = min(self.capacity[site], limit)
         idx, count = pack_into(mask, cap)
         peak = self._peak.get(site)
