@@ -69,13 +69,12 @@ def test_explicit_settings_win_over_the_recipe(tiny_pixel_model):
 
 
 # What every setting whose default the recipe changed was before it (the builtin prior's measured
-# runs, docs/SDS_SHAPES.md, used these): the prior's dreamfusion.json must keep them. t_max was
-# re-measured for the prior (2026-11-30, docs/SDS_SHAPES.md): its schedule is what those runs used.
+# runs, docs/SDS_SHAPES.md, used these): the prior's dreamfusion.json must keep them.
 BEFORE_RECIPE = dict(
     mlp_lr_scale=0.1, background_lr_scale=0.1, hash_level_fraction=1.0, random_background=0.0, albedo_warmup=100,
     elevation_min=-10.0, elevation_max=90.0, distance_min=2.0, distance_max=3.0, uniform_sphere_rate=0.0,
     view_embedding="labels", perp_neg=False, orientation_weight=0.01, orientation_average="all_rays", opacity_weight=0.001,
-    t_min=0.02, t_max="0.98->0.75@0:0.7", focal_min=0.7, focal_max=1.35, overhead_elevation=60.0, ambient=0.1, lr=1e-2,
+    t_min=0.02, t_max=0.98, focal_min=0.7, focal_max=1.35, overhead_elevation=60.0, ambient=0.1, lr=1e-2,
     guidance_scale=20.0,
 )
 
