@@ -66,7 +66,9 @@ class JobConfig:
     # share of the hash grid's levels that are live, coarse first (threestudio's progressive grid)
     hash_level_fraction: float | str = "0.5->1@0.2:0.6"
     hidden_dim: int = 64
-    blob_density: float = 10.0
+    # the start blob's centre density; a schedule such as 10->0@0:0.6 fades it out, so its sphere stops
+    # pulling the shape round (and closing holes) once the field has formed an object
+    blob_density: float | str = 10.0
     blob_radius: float = 0.5
     ambient: float = 0.1
     background: str = "learned"  # learned (paper: MLP on ray direction) | white (constant; for white-background priors)
@@ -114,6 +116,9 @@ class JobConfig:
     # orientation term averaged over the rays that hit something (threestudio) or over all rays
     orientation_average: str = "nonempty_rays"
     opacity_weight: float | str = 1.0  # sqrt(opacity² + 0.01), threestudio's "sparsity" term
+    # binary entropy of each ray's opacity (stable-dreamfusion's lambda_entropy): pushes rays to fully
+    # opaque or empty, so the object has a crisp edge that one surface level can follow
+    entropy_weight: float | str = 0.0
     # output
     preview_every: int = 250
     preview_views: int = 4
@@ -332,6 +337,8 @@ def validate_recipe_settings(cfg: JobConfig, need) -> None:
     schedule.check_range(cfg.frequency_band_fraction, "frequency_band_fraction", 0.0, 1.0)
     schedule.check_range(cfg.orientation_weight, "orientation_weight", 0.0)
     schedule.check_range(cfg.opacity_weight, "opacity_weight", 0.0)
+    schedule.check_range(cfg.entropy_weight, "entropy_weight", 0.0)
+    schedule.check_range(cfg.blob_density, "blob_density", 0.0)
     need(cfg.orientation_average in ORIENTATION_AVERAGES,
          f"orientation_average must be one of {', '.join(ORIENTATION_AVERAGES)}, got {cfg.orientation_average!r}")
     need(0.0 <= cfg.random_background <= 1.0, f"random_background is a share of steps in [0, 1], got {cfg.random_background}")

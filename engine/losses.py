@@ -35,3 +35,11 @@ def orientation_loss(out, average: str = "all_rays") -> torch.Tensor:
 def opacity_loss(out) -> torch.Tensor:
     """A smooth L1 on accumulated alpha: keeps empty space empty (no fog)."""
     return torch.sqrt(out.opacity**2 + 0.01).mean()
+
+
+def opacity_entropy_loss(out) -> torch.Tensor:
+    """Mean binary entropy (bits) of the rays' accumulated opacity: 0 for rays fully empty or fully
+    opaque, 1 at half opacity. A soft fringe makes the object's edge depend on the level a mesh is cut
+    at; this term (stable-dreamfusion's ``lambda_entropy``) pushes the fringe to one side or the other."""
+    a = out.opacity.clamp(1e-5, 1.0 - 1e-5)
+    return (-a * torch.log2(a) - (1.0 - a) * torch.log2(1.0 - a)).mean()

@@ -34,16 +34,19 @@ log = logging.getLogger("engine")
 def build_field(cfg: JobConfig) -> tuple[NeRFField, BackgroundField]:
     field = NeRFField(
         bound=cfg.bound, encoding=cfg.encoding, hidden_dim=cfg.hidden_dim, hash_levels=cfg.hash_levels,
-        hash_log2_table=cfg.hash_log2_table, blob_density=cfg.blob_density, blob_radius=cfg.blob_radius,
+        hash_log2_table=cfg.hash_log2_table, blob_density=schedule.value_at(cfg.blob_density, 0, cfg.steps),
+        blob_radius=cfg.blob_radius,
         frequency_bands=cfg.frequency_bands, hash_max_resolution=cfg.hash_max_resolution,
     )
     return field, BackgroundField(fixed=cfg.background)
 
 
 def set_coarse_to_fine(field: NeRFField, cfg: JobConfig, step: int) -> None:
-    """The hash levels (progressive grid) and sinusoidal bands (Nerfies' window) live at ``step``."""
+    """The field's scheduled settings at ``step``: the live hash levels (progressive grid) and
+    sinusoidal bands (Nerfies' window), and the start blob's strength (a fading blob)."""
     field.set_level_fraction(schedule.value_at(cfg.hash_level_fraction, step, cfg.steps))
     field.set_band_fraction(schedule.value_at(cfg.frequency_band_fraction, step, cfg.steps))
+    field.blob_density = schedule.value_at(cfg.blob_density, step, cfg.steps)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -195,9 +198,15 @@ class Trainer:
         return cams, lights, mode, self.training_background()
 
     def regularisers(self, out) -> list[torch.Tensor]:
-        """The weighted orientation and opacity terms at this step (added to the SDS loss one by one)."""
+        """The weighted orientation, opacity and opacity-entropy terms at this step (added to the SDS
+        loss one by one; the entropy term only where its weight is not zero, so runs without it do the
+        same arithmetic as before)."""
         orientation = losses.orientation_loss(out, average=self.cfg.orientation_average)
-        return [self.scheduled("orientation_weight") * orientation, self.scheduled("opacity_weight") * losses.opacity_loss(out)]
+        terms = [self.scheduled("orientation_weight") * orientation, self.scheduled("opacity_weight") * losses.opacity_loss(out)]
+        entropy_weight = self.scheduled("entropy_weight")
+        if entropy_weight:
+            terms.append(entropy_weight * losses.opacity_entropy_loss(out))
+        return terms
 
     def train_step(self) -> dict:
         """One SDS step. Nothing is read back to the host: the returned loss and diagnostics are
