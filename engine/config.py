@@ -66,10 +66,12 @@ class JobConfig:
     # share of the hash grid's levels that are live, coarse first (threestudio's progressive grid)
     hash_level_fraction: float | str = "0.5->1@0.2:0.6"
     hidden_dim: int = 64
-    # the start blob's centre density; a schedule such as 10->0@0:0.6 fades it out, so its sphere stops
-    # pulling the shape round (and closing holes) once the field has formed an object
-    blob_density: float | str = 10.0
+    blob_density: float = 10.0
     blob_radius: float = 0.5
+    # share of the blob's positive core (inside blob_radius) that is kept; a schedule such as 1->0@0.2:0.6
+    # fades the core out once the field has formed an object, so it stops pulling the shape round and
+    # filling holes; the negative shell outside stays (without it the field would fill with fog)
+    blob_core: float | str = 1.0
     ambient: float = 0.1
     background: str = "learned"  # learned (paper: MLP on ray direction) | white (constant; for white-background priors)
     random_background: float = 0.5  # share of steps that composite over a random solid colour instead (stable-dreamfusion: 0.5)
@@ -338,7 +340,7 @@ def validate_recipe_settings(cfg: JobConfig, need) -> None:
     schedule.check_range(cfg.orientation_weight, "orientation_weight", 0.0)
     schedule.check_range(cfg.opacity_weight, "opacity_weight", 0.0)
     schedule.check_range(cfg.entropy_weight, "entropy_weight", 0.0)
-    schedule.check_range(cfg.blob_density, "blob_density", 0.0)
+    schedule.check_range(cfg.blob_core, "blob_core", 0.0, 1.0)
     need(cfg.orientation_average in ORIENTATION_AVERAGES,
          f"orientation_average must be one of {', '.join(ORIENTATION_AVERAGES)}, got {cfg.orientation_average!r}")
     need(0.0 <= cfg.random_background <= 1.0, f"random_background is a share of steps in [0, 1], got {cfg.random_background}")

@@ -184,6 +184,7 @@ class NeRFField(nn.Module):
         self.bound = bound
         self.blob_density = blob_density
         self.blob_radius = blob_radius
+        self.blob_core = 1.0  # share of the positive core kept (config blob_core, a schedule)
         if encoding == "hashgrid":
             self.encoding = HashGridEncoding(bound=bound, levels=hash_levels, log2_table=hash_log2_table,
                                              max_resolution=hash_max_resolution)
@@ -205,7 +206,11 @@ class NeRFField(nn.Module):
 
     def blob(self, x: torch.Tensor) -> torch.Tensor:
         r = torch.sqrt((x * x).sum(-1) + 1e-12)  # not x.norm(): finite gradient at the origin
-        return self.blob_density * (1.0 - r / self.blob_radius)
+        b = self.blob_density * (1.0 - r / self.blob_radius)
+        if self.blob_core == 1.0:
+            return b
+        # A fading core: inside blob_radius only a share is left; the negative shell keeps empty space empty.
+        return torch.where(b > 0, b * self.blob_core, b)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.trunk(self.encoding(x)))

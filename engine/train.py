@@ -34,8 +34,7 @@ log = logging.getLogger("engine")
 def build_field(cfg: JobConfig) -> tuple[NeRFField, BackgroundField]:
     field = NeRFField(
         bound=cfg.bound, encoding=cfg.encoding, hidden_dim=cfg.hidden_dim, hash_levels=cfg.hash_levels,
-        hash_log2_table=cfg.hash_log2_table, blob_density=schedule.value_at(cfg.blob_density, 0, cfg.steps),
-        blob_radius=cfg.blob_radius,
+        hash_log2_table=cfg.hash_log2_table, blob_density=cfg.blob_density, blob_radius=cfg.blob_radius,
         frequency_bands=cfg.frequency_bands, hash_max_resolution=cfg.hash_max_resolution,
     )
     return field, BackgroundField(fixed=cfg.background)
@@ -43,10 +42,10 @@ def build_field(cfg: JobConfig) -> tuple[NeRFField, BackgroundField]:
 
 def set_coarse_to_fine(field: NeRFField, cfg: JobConfig, step: int) -> None:
     """The field's scheduled settings at ``step``: the live hash levels (progressive grid) and
-    sinusoidal bands (Nerfies' window), and the start blob's strength (a fading blob)."""
+    sinusoidal bands (Nerfies' window), and how much of the start blob's core is left (a fading blob)."""
     field.set_level_fraction(schedule.value_at(cfg.hash_level_fraction, step, cfg.steps))
     field.set_band_fraction(schedule.value_at(cfg.frequency_band_fraction, step, cfg.steps))
-    field.blob_density = schedule.value_at(cfg.blob_density, step, cfg.steps)
+    field.blob_core = schedule.value_at(cfg.blob_core, step, cfg.steps)
 
 
 def is_oom(exc: BaseException) -> bool:
