@@ -25,6 +25,9 @@ def test_bad_prompts(prompt, match):
     (dict(hash_max_resolution=8), "hash_max_resolution"),
     (dict(frequency_band_fraction=1.5), "frequency_band_fraction"), (dict(frequency_band_fraction=-0.1), "frequency_band_fraction"),
     (dict(frequency_band_fraction="0->2@0:0.5"), "frequency_band_fraction"), (dict(frequency_band_fraction="soon"), "frequency_band_fraction"),
+    (dict(entropy_weight=-1.0), "entropy_weight"), (dict(entropy_weight="0->-5@0.5:1"), "entropy_weight"),
+    (dict(entropy_weight="lots"), "entropy_weight"), (dict(blob_core=1.5), "blob_core"), (dict(blob_core=-0.1), "blob_core"),
+    (dict(blob_core="1->2@0:0.5"), "blob_core"), (dict(blob_core=float("nan")), "blob_core"),
 ])
 def test_bad_settings(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -77,3 +80,22 @@ def test_band_schedule_reaches_the_field():
     enc = field.encoding(x)
     fine = enc[:, 3:].reshape(64, 2, 3, 4)[..., 1:]  # sin/cos of bands 2-4 are masked out
     assert fine.abs().max() == 0.0
+
+
+def test_blob_core_schedule_fades_the_core_and_keeps_the_shell():
+    """blob_core scales only the blob's positive core (inside blob_radius); the negative shell that
+    keeps empty space empty stays, whatever the schedule's value."""
+    import torch
+
+    from engine.train import build_field, set_coarse_to_fine
+
+    cfg = build_config("draft", prompt="a mug", steps=101, blob_core="1->0@0.2:0.6")
+    field, _ = build_field(cfg)
+    x = torch.tensor([[0.0, 0.0, 0.1], [0.0, 0.3, 0.0], [0.8, 0.0, 0.0]])
+    set_coarse_to_fine(field, cfg, 0)
+    full = field.blob(x)
+    set_coarse_to_fine(field, cfg, 40)  # 40 % of the run: half way down the ramp
+    torch.testing.assert_close(field.blob(x)[:2], 0.5 * full[:2])
+    set_coarse_to_fine(field, cfg, 100)
+    faded = field.blob(x)
+    assert faded[:2].abs().max() == 0.0 and full[2] < 0 and faded[2] == full[2]

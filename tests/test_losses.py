@@ -61,3 +61,16 @@ def test_orientation_is_zero_without_normals_and_moves_normals_not_weights():
     shaded.normals, shaded.weights = normals, weights
     losses.orientation_loss(shaded).backward()
     assert normals.grad.abs().sum() > 0 and weights.grad is None
+
+
+def test_opacity_entropy_is_zero_at_empty_and_opaque_and_one_bit_at_half():
+    from types import SimpleNamespace
+
+    out = SimpleNamespace(opacity=torch.tensor([0.0, 1.0, 0.5, 0.5], requires_grad=True))
+    loss = losses.opacity_entropy_loss(out)
+    torch.testing.assert_close(loss, torch.tensor(0.5), atol=1e-3, rtol=0)
+    loss.backward()
+    assert out.opacity.grad[2] == 0.0  # the maximum: no push at exactly half
+    near = SimpleNamespace(opacity=torch.tensor([0.3, 0.7], requires_grad=True))
+    losses.opacity_entropy_loss(near).backward()
+    assert near.opacity.grad[0] > 0 > near.opacity.grad[1]  # descent empties the faint ray and fills the dense one
