@@ -127,6 +127,10 @@ class JobConfig:
     # binary entropy of each ray's opacity (stable-dreamfusion's lambda_entropy): pushes rays to fully
     # opaque or empty, so the object has a crisp edge that one surface level can follow
     entropy_weight: float | str = 0.0
+    # 3D normal smoothness (threestudio's lambda_3d_normal_smooth): normals at visible samples vs. at a
+    # point normal_smooth_jitter away; penalises bumps too small for the prior's renders to show
+    normal_smooth_weight: float | str = 0.0
+    normal_smooth_jitter: float = 0.03
     # output
     preview_every: int = 250
     preview_views: int = 4
@@ -350,6 +354,9 @@ def validate_recipe_settings(cfg: JobConfig, need) -> None:
     schedule.check_range(cfg.opacity_weight, "opacity_weight", 0.0)
     schedule.check_range(cfg.entropy_weight, "entropy_weight", 0.0)
     schedule.check_range(cfg.lr_scale, "lr_scale", 0.0, lo_open=True)
+    schedule.check_range(cfg.normal_smooth_weight, "normal_smooth_weight", 0.0)
+    need(0 < cfg.normal_smooth_jitter <= 0.5,
+         f"normal_smooth_jitter is a distance in (0, 0.5] of the bound, got {cfg.normal_smooth_jitter}")
     schedule.check_range(cfg.blob_core, "blob_core", 0.0, 1.0)
     need(cfg.orientation_average in ORIENTATION_AVERAGES,
          f"orientation_average must be one of {', '.join(ORIENTATION_AVERAGES)}, got {cfg.orientation_average!r}")

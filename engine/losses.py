@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .render.query import forward_difference_normals
+
 
 # A ray counts as non-empty (for the orientation average) above this opacity: our dense samples give
 # every ray through the sphere a tiny opacity, where threestudio's occupancy-pruned renderer gives 0.
@@ -43,3 +45,22 @@ def opacity_entropy_loss(out) -> torch.Tensor:
     at; this term (stable-dreamfusion's ``lambda_entropy``) pushes the fringe to one side or the other."""
     a = out.opacity.clamp(1e-5, 1.0 - 1e-5)
     return (-a * torch.log2(a) - (1.0 - a) * torch.log2(1.0 - a)).mean()
+
+
+# Surface samples the 3D normal-smoothness term looks at per step: ~8 density evaluations each.
+SMOOTH_POINTS = 256
+
+
+def normal_smoothness_loss(field, out, jitter: float, generator: torch.Generator,
+                           points: int = SMOOTH_POINTS) -> torch.Tensor:
+    """threestudio's 3D normal smoothness: mean |n(x) - n(x + e)|^2 over samples x drawn by their
+    compositing weight (the visible surface) and e ~ N(0, jitter^2) per axis. The prior sees 32-px
+    renders, so bumps a few pixels wide (the sinusoidal field's ripples) cost it nothing; this term
+    makes them cost something. Normals by forward differences of the density, as the renderer's."""
+    w = out.weights.detach()
+    idx = torch.multinomial(w + 1e-12, points, replacement=True, generator=generator)
+    x = out.points.index_select(0, idx)
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    both = torch.cat([x, x + jitter * noise])
+    n = forward_difference_normals(field, both, field.density(both))
+    return ((n[:points] - n[points:]) ** 2).sum(-1).mean()

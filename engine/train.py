@@ -89,6 +89,8 @@ class Trainer:
         # The occupancy grid's random cells draw from their own stream: with the grid on or off a run sees
         # the same cameras, noise and t (a shared stream made grid on/off compare like two different seeds).
         self.grid_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        # The normal-smoothness term's draws too: with it on, cameras, t and noise stay those of the run without.
+        self.smooth_rng = torch.Generator(device=device).manual_seed(cfg.seed + 2)
         self.host_rng = random.Random(cfg.seed)  # host-side choices only (the shading mode of a step)
         self.step = 0
         self.guidance_scale = cfg.guidance_scale if cfg.guidance_scale is not None else guidance.default_guidance_scale()
@@ -131,6 +133,7 @@ class Trainer:
             log.warning("resuming on %s a run saved on %s: camera/noise draws are reseeded", self.device.type, state.get("rng_device"))
             self.rng.manual_seed(self.cfg.seed + self.step)
         self.grid_rng.manual_seed(self.cfg.seed + 1 + self.step)  # the grid itself restarts on resume
+        self.smooth_rng.manual_seed(self.cfg.seed + 2 + self.step)
         if "host_rng" in state:
             self.host_rng.setstate(_as_tuple(state["host_rng"]))
         torch.set_rng_state(state["torch_rng"])
@@ -207,6 +210,10 @@ class Trainer:
         entropy_weight = self.scheduled("entropy_weight")
         if entropy_weight:
             terms.append(entropy_weight * losses.opacity_entropy_loss(out))
+        smooth_weight = self.scheduled("normal_smooth_weight")
+        if smooth_weight:
+            terms.append(smooth_weight * losses.normal_smoothness_loss(self.field, out, self.cfg.normal_smooth_jitter,
+                                                                       self.smooth_rng))
         return terms
 
     def apply_lr_scale(self) -> None:

@@ -47,6 +47,7 @@ class RenderOutput:
     ray_index: torch.Tensor
     dirs: torch.Tensor
     normal_image: torch.Tensor | None = None  # (B, 3, H, W) composited world normals, if asked for
+    points: torch.Tensor | None = None  # (S, 3) the samples' world positions (no gradient), for 3D regularisers
     # With fixed-capacity packing: a 0-d bool on the device, True when more samples were selected than
     # the capacity holds (the render is then incomplete: the trainer skips that step's update).
     overflow: torch.Tensor | None = None
@@ -151,6 +152,7 @@ def render(
         dirs=dirs,
         normal_image=normal_img,
         overflow=overflow,
+        points=flat.detach(),
     )
 
 
