@@ -33,6 +33,10 @@ def test_bad_prompts(prompt, match):
     (dict(encoding="fourrier"), "encoding"), (dict(fourier_features=0), "fourier_features"),
     (dict(fourier_features=1000), "fourier_features"), (dict(fourier_scale=0.0), "fourier_scale"),
     (dict(fourier_scale=-1.0), "fourier_scale"), (dict(fourier_scale=float("nan")), "fourier_scale"),
+    (dict(normal_smooth_weight=-1.0), "normal_smooth_weight"), (dict(normal_smooth_weight="0->-1@0:1"), "normal_smooth_weight"),
+    (dict(normal_smooth_weight="smooth"), "normal_smooth_weight"), (dict(normal_smooth_jitter=0.0), "normal_smooth_jitter"),
+    (dict(normal_smooth_jitter=-0.1), "normal_smooth_jitter"), (dict(normal_smooth_jitter=2.0), "normal_smooth_jitter"),
+    (dict(normal_smooth_jitter=float("nan")), "normal_smooth_jitter"),
 ])
 def test_bad_settings(overrides, match):
     with pytest.raises(ConfigError, match=match):

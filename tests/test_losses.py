@@ -74,3 +74,35 @@ def test_opacity_entropy_is_zero_at_empty_and_opaque_and_one_bit_at_half():
     near = SimpleNamespace(opacity=torch.tensor([0.3, 0.7], requires_grad=True))
     losses.opacity_entropy_loss(near).backward()
     assert near.opacity.grad[0] > 0 > near.opacity.grad[1]  # descent empties the faint ray and fills the dense one
+
+
+class _Ball(torch.nn.Module):
+    """A ball of radius 0.5 whose surface can carry ripples along y (amplitude ``ripple``, period 0.25:
+    the 4-band field's top octave), with one learnable offset so the loss's gradient can be checked."""
+
+    def __init__(self, ripple: float):
+        super().__init__()
+        self.ripple = ripple
+        self.offset = torch.nn.Parameter(torch.zeros(()))
+
+    def density(self, x):
+        radius = 0.5 + self.ripple * torch.sin(8 * torch.pi * x[:, 1]) + self.offset
+        return torch.nn.functional.softplus(40.0 * (radius - x.norm(dim=-1)))
+
+
+def test_normal_smoothness_sees_ripples_a_smooth_ball_does_not_have():
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(0)
+    d = torch.nn.functional.normalize(torch.randn(500, 3, generator=g), dim=-1)
+    out = SimpleNamespace(points=0.5 * d, weights=torch.rand(500, generator=g))  # samples on the surface
+    smooth, rippled = _Ball(0.0), _Ball(0.03)
+    a = losses.normal_smoothness_loss(smooth, out, 0.03, torch.Generator().manual_seed(1))
+    b = losses.normal_smoothness_loss(rippled, out, 0.03, torch.Generator().manual_seed(1))
+    assert a < 0.02 and b > 5 * a  # measured: 0.008 and 0.11
+    b.backward()
+    assert rippled.offset.grad is not None and torch.isfinite(rippled.offset.grad)
+    # Only samples that show are drawn: weight-0 samples (here: far off the surface) are never used.
+    far = SimpleNamespace(points=torch.cat([0.5 * d, 0.1 * d]), weights=torch.cat([torch.ones(500), torch.zeros(500)]))
+    torch.testing.assert_close(losses.normal_smoothness_loss(smooth, far, 0.03, torch.Generator().manual_seed(1)), a,
+                               atol=0.01, rtol=0)
