@@ -30,9 +30,6 @@ def test_bad_prompts(prompt, match):
     (dict(blob_core="1->2@0:0.5"), "blob_core"), (dict(blob_core=float("nan")), "blob_core"),
     (dict(lr_scale=0), "lr_scale"), (dict(lr_scale=-0.5), "lr_scale"), (dict(lr_scale="1->0@0.8:1"), "lr_scale"),
     (dict(lr_scale="decay"), "lr_scale"), (dict(lr_scale=float("nan")), "lr_scale"),
-    (dict(encoding="fourrier"), "encoding"), (dict(fourier_features=0), "fourier_features"),
-    (dict(fourier_features=1000), "fourier_features"), (dict(fourier_scale=0.0), "fourier_scale"),
-    (dict(fourier_scale=-1.0), "fourier_scale"), (dict(fourier_scale=float("nan")), "fourier_scale"),
     (dict(normal_smooth_weight=-1.0), "normal_smooth_weight"), (dict(normal_smooth_weight="0->-1@0:1"), "normal_smooth_weight"),
     (dict(normal_smooth_weight="smooth"), "normal_smooth_weight"), (dict(normal_smooth_jitter=0.0), "normal_smooth_jitter"),
     (dict(normal_smooth_jitter=-0.1), "normal_smooth_jitter"), (dict(normal_smooth_jitter=2.0), "normal_smooth_jitter"),
@@ -108,24 +105,3 @@ def test_blob_core_schedule_fades_the_core_and_keeps_the_shell():
     set_coarse_to_fine(field, cfg, 100)
     faded = field.blob(x)
     assert faded[:2].abs().max() == 0.0 and full[2] < 0 and faded[2] == full[2]
-
-
-def test_fourier_encoding_is_fixed_per_setting_saved_and_points_every_way():
-    """encoding=fourier: the same frequencies for every run seed (a fixed generator), kept in the
-    field's state_dict, spread per the scale, and not confined to the three axes."""
-    import torch
-
-    from engine.train import build_field
-
-    torch.manual_seed(1)
-    a, _ = build_field(build_config("draft", prompt="a mug", encoding="fourier", fourier_features=64, fourier_scale=2.0))
-    torch.manual_seed(2)
-    b, _ = build_field(build_config("draft", prompt="a mug", encoding="fourier", fourier_features=64, fourier_scale=2.0))
-    B = a.encoding.B
-    assert torch.equal(B, b.encoding.B) and torch.equal(a.state_dict()["encoding.B"], B)
-    assert B.shape == (64, 3)
-    assert 1.5 < float(B.std()) / (2 * torch.pi) < 2.5  # cycles per bound
-    off_axis = (B.abs().max(dim=1).values / B.norm(dim=1)) < 0.9  # an octave's row would be exactly 1
-    assert off_axis.float().mean() > 0.5
-    x = torch.rand(10, 3) * 2 - 1
-    assert a.encoding(x).shape == (10, 3 + 2 * 64) and torch.isfinite(a(x)[0]).all()
