@@ -57,12 +57,8 @@ class JobConfig:
     render_resolution: int = 64
     samples_per_ray: int = 64
     bound: float = 1.0
-    encoding: str = "hashgrid"  # hashgrid | frequency | fourier
+    encoding: str = "hashgrid"  # hashgrid | frequency
     frequency_bands: int = 8  # sinusoidal encoding: octaves 2^0..2^(bands-1) (fewer: smoother, no terracing)
-    # random Fourier features (encoding=fourier): how many frequencies, and their spread in cycles per
-    # bound (each component N(0, scale^2); the 4-band octaves reach 4)
-    fourier_features: int = 32
-    fourier_scale: float = 1.5
     # share of the sinusoidal bands that are live, coarse first, the next fading in (Nerfies' window);
     # a schedule such as 0->1@0:0.5 anneals the field from smooth to detailed (1: every band throughout)
     frequency_band_fraction: float | str = 1.0
@@ -304,10 +300,7 @@ def validate(cfg: JobConfig) -> None:
     need(bool(str(cfg.latent_encoder).strip()),
          "latent_encoder is empty: use vae, or a folder / hub id of a diffusers AutoencoderTiny (e.g. madebyollin/taesd)")
     need(cfg.background in ("learned", "white"), f"background must be learned or white, got {cfg.background!r}")
-    need(cfg.encoding in ("hashgrid", "frequency", "fourier"),
-         f"encoding must be 'hashgrid', 'frequency' or 'fourier', got {cfg.encoding!r}")
-    need(1 <= cfg.fourier_features <= 512, f"fourier_features must be between 1 and 512, got {cfg.fourier_features}")
-    need(0 < cfg.fourier_scale <= 64, f"fourier_scale (cycles per bound) must be in (0, 64], got {cfg.fourier_scale}")
+    need(cfg.encoding in ("hashgrid", "frequency"), f"encoding must be 'hashgrid' or 'frequency', got {cfg.encoding!r}")
     need(1 <= cfg.hash_levels <= 32 and 10 <= cfg.hash_log2_table <= 24, "hash grid: levels 1-32, log2 table size 10-24")
     need(16 <= cfg.hash_max_resolution <= 8192, f"hash_max_resolution must be between 16 (the coarsest level) and 8192, got {cfg.hash_max_resolution}")
     need(1 <= cfg.frequency_bands <= 16, f"frequency_bands must be between 1 and 16, got {cfg.frequency_bands}")

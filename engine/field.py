@@ -155,30 +155,6 @@ class FrequencyEncoding(nn.Module):
         return torch.cat(parts, dim=-1)
 
 
-class FourierFeatureEncoding(nn.Module):
-    """Gaussian random Fourier features (Tancik et al. 2020): sin and cos of 2*pi*B x with B's rows
-    drawn N(0, scale^2) in every direction. The octave encoding's frequencies all lie on the three
-    axes, so what it cannot fit rings as axis-aligned stripes (period 1/4 of the bound for 4 bands);
-    these frequencies point every way. B is drawn from a fixed generator (not the run's seed): one
-    field definition for every run, and the run's random stream is unchanged. Saved with the field."""
-
-    def __init__(self, n_features: int = 32, scale: float = 1.5, bound: float = 1.0, include_input: bool = True):
-        super().__init__()
-        self.bound = bound
-        self.include_input = include_input
-        gen = torch.Generator().manual_seed(0)
-        self.register_buffer("B", torch.randn(n_features, 3, generator=gen) * scale * 2 * math.pi)
-        self.output_dim = 2 * n_features + 3 * int(include_input)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x / self.bound
-        xb = x @ self.B.T  # (N, F)
-        parts = [torch.sin(xb), torch.cos(xb)]
-        if self.include_input:
-            parts.insert(0, x)
-        return torch.cat(parts, dim=-1)
-
-
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
     mods: list[nn.Module] = []
     d = in_dim
@@ -203,8 +179,7 @@ class NeRFField(nn.Module):
 
     def __init__(self, bound: float = 1.0, encoding: str = "hashgrid", hidden_dim: int = 64,
                  hash_levels: int = 12, hash_log2_table: int = 16, blob_density: float = 10.0,
-                 blob_radius: float = 0.5, frequency_bands: int = 8, hash_max_resolution: int = 1024,
-                 fourier_features: int = 32, fourier_scale: float = 1.5):
+                 blob_radius: float = 0.5, frequency_bands: int = 8, hash_max_resolution: int = 1024):
         super().__init__()
         self.bound = bound
         self.blob_density = blob_density
@@ -213,8 +188,6 @@ class NeRFField(nn.Module):
         if encoding == "hashgrid":
             self.encoding = HashGridEncoding(bound=bound, levels=hash_levels, log2_table=hash_log2_table,
                                              max_resolution=hash_max_resolution)
-        elif encoding == "fourier":
-            self.encoding = FourierFeatureEncoding(n_features=fourier_features, scale=fourier_scale, bound=bound)
         else:
             self.encoding = FrequencyEncoding(n_freqs=frequency_bands, bound=bound)
         self.trunk = mlp(self.encoding.output_dim, hidden_dim, hidden_dim, layers=2)

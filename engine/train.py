@@ -36,7 +36,6 @@ def build_field(cfg: JobConfig) -> tuple[NeRFField, BackgroundField]:
         bound=cfg.bound, encoding=cfg.encoding, hidden_dim=cfg.hidden_dim, hash_levels=cfg.hash_levels,
         hash_log2_table=cfg.hash_log2_table, blob_density=cfg.blob_density, blob_radius=cfg.blob_radius,
         frequency_bands=cfg.frequency_bands, hash_max_resolution=cfg.hash_max_resolution,
-        fourier_features=cfg.fourier_features, fourier_scale=cfg.fourier_scale,
     )
     return field, BackgroundField(fixed=cfg.background)
 
