@@ -28,8 +28,6 @@ def test_bad_prompts(prompt, match):
     (dict(entropy_weight=-1.0), "entropy_weight"), (dict(entropy_weight="0->-5@0.5:1"), "entropy_weight"),
     (dict(entropy_weight="lots"), "entropy_weight"), (dict(blob_core=1.5), "blob_core"), (dict(blob_core=-0.1), "blob_core"),
     (dict(blob_core="1->2@0:0.5"), "blob_core"), (dict(blob_core=float("nan")), "blob_core"),
-    (dict(lr_scale=0), "lr_scale"), (dict(lr_scale=-0.5), "lr_scale"), (dict(lr_scale="1->0@0.8:1"), "lr_scale"),
-    (dict(lr_scale="decay"), "lr_scale"), (dict(lr_scale=float("nan")), "lr_scale"),
     (dict(normal_smooth_weight=-1.0), "normal_smooth_weight"), (dict(normal_smooth_weight="0->-1@0:1"), "normal_smooth_weight"),
     (dict(normal_smooth_weight="smooth"), "normal_smooth_weight"), (dict(normal_smooth_jitter=0.0), "normal_smooth_jitter"),
     (dict(normal_smooth_jitter=-0.1), "normal_smooth_jitter"), (dict(normal_smooth_jitter=2.0), "normal_smooth_jitter"),

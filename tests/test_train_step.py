@@ -198,20 +198,3 @@ def test_the_occupancy_grid_draws_from_its_own_stream(tiny_latent_model, tmp_pat
         off.train_step()
     assert on.occupancy.updates == 2 and off.occupancy is None
     assert torch.equal(on.rng.get_state(), off.rng.get_state())
-
-
-def test_lr_scale_schedule_sets_every_groups_learning_rate(tiny_latent_model, tmp_path):
-    """lr_scale multiplies each parameter group's configured lr at the step the optimiser takes: the
-    default keeps the configured rates, a decay over the last half reaches its end value."""
-    flat = _trainer(tiny_latent_model, tmp_path / "flat", steps=5)
-    configured = [g["lr"] for g in flat.optimizer.param_groups]
-    flat.train_step()
-    assert [g["lr"] for g in flat.optimizer.param_groups] == configured
-    trainer = _trainer(tiny_latent_model, tmp_path / "decay", steps=5, lr_scale="1->0.1@0.5:1")
-    assert len(configured) >= 2 and configured == trainer.base_lrs
-    got = []
-    for _ in range(5):
-        trainer.train_step()
-        got.append([g["lr"] for g in trainer.optimizer.param_groups])
-    for step, scale in ((0, 1.0), (2, 1.0), (3, 0.55), (4, 0.1)):  # step / (steps - 1): 0, 0.5, 0.75, 1
-        assert got[step] == pytest.approx([lr * scale for lr in configured]), step
