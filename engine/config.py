@@ -43,8 +43,6 @@ class JobConfig:
     batch_size: int = 1
     lr: float = 1e-2  # hash-grid tables; the MLP heads use lr * mlp_lr_scale
     mlp_lr_scale: float = 1.0  # threestudio: one lr (0.01) for the grid and its MLP
-    # multiplies every learning rate; a schedule such as 1->0.1@0.8:1 decays them over the last 20 %
-    lr_scale: float | str = 1.0
     # SDS
     guidance_scale: float | None = None  # None: the model family's default (see guidance.default_guidance_scale)
     # Settings typed ``float | str`` take a schedule: a number, or START->END@FROM:TO (engine/schedule.py).
@@ -346,7 +344,6 @@ def validate_recipe_settings(cfg: JobConfig, need) -> None:
     schedule.check_range(cfg.orientation_weight, "orientation_weight", 0.0)
     schedule.check_range(cfg.opacity_weight, "opacity_weight", 0.0)
     schedule.check_range(cfg.entropy_weight, "entropy_weight", 0.0)
-    schedule.check_range(cfg.lr_scale, "lr_scale", 0.0, lo_open=True)
     schedule.check_range(cfg.normal_smooth_weight, "normal_smooth_weight", 0.0)
     need(0 < cfg.normal_smooth_jitter <= 0.5,
          f"normal_smooth_jitter is a distance in (0, 0.5] of the bound, got {cfg.normal_smooth_jitter}")

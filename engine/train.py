@@ -80,7 +80,6 @@ class Trainer:
         groups.append({"params": list(self.background.parameters()), "lr": cfg.lr * cfg.background_lr_scale, "name": "background"})
         self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=step_guard.fused_supported(device))
         self.guard = step_guard.StepGuard(self.optimizer)  # skips non-finite updates on the device
-        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]  # lr_scale multiplies these
         if cfg.compile_field:
             self.field.compile_query()
         # Cameras, lights, ray jitter, SDS t and noise: drawn on the device, so a step needs no host copy.
@@ -215,13 +214,6 @@ class Trainer:
                                                                        self.smooth_rng))
         return terms
 
-    def apply_lr_scale(self) -> None:
-        """Every group's lr times ``lr_scale`` at this step (a decay at the end averages out the last
-        steps' SDS noise instead of leaving one noisy draw in the field)."""
-        scale = self.scheduled("lr_scale")
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = base * scale
-
     def train_step(self) -> dict:
         """One SDS step. Nothing is read back to the host: the returned loss and diagnostics are
         device tensors (read them when reporting)."""
@@ -239,7 +231,6 @@ class Trainer:
             loss = loss + term
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.apply_lr_scale()
         self.guard.step(loss, reject=out.overflow)  # an incomplete (overflowed) render changes nothing
         self.step += 1
         return {"loss": loss.detach(), "sds": sds.detach(), "mode": mode, "grad_norm": info["grad_norm"]}
