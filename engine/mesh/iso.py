@@ -32,6 +32,7 @@ from scipy.ndimage import binary_dilation
 
 from ..cameras import make_cameras
 from ..render import camera_rays, sphere_near_far
+from . import hull as hull_mod
 from .hull import SilhouetteHull
 from .settings import CARVE
 
@@ -106,7 +107,8 @@ def render_grid(grid: np.ndarray, bound: float, cameras, resolution: int = VIEW_
         delta = (far - near)[r] / n_samples
         opacity[r] = 1.0 - torch.exp(-sigma.sum(-1) * delta)
         if hull_grid is not None:
-            sigma = torch.where(sampled[0, 1].reshape(len(r), n_samples) > 0.5, sigma, torch.zeros_like(sigma))
+            inside = sampled[0, 1].reshape(len(r), n_samples) > hull_mod.HULL_OPACITY
+            sigma = torch.where(inside, sigma, torch.zeros_like(sigma))
         peak[r] = sigma.max(-1).values
     return opacity.numpy(), peak.numpy()
 
@@ -132,7 +134,7 @@ def choose_iso(grid: np.ndarray, bound: float, carve: str = "auto") -> IsoChoice
     # sampling between grid points).
     hull_grid = hull.on_grid(grid.shape[0], bound, binary_dilation(grid > floor, np.ones((3, 3, 3), dtype=bool)))
     _, peak_inside = render_grid(grid, bound, cameras, hull_grid=hull_grid)
-    inside_max = float(np.max(np.where(hull_grid > 0.5, grid, 0.0)))
+    inside_max = float(np.max(np.where(hull_grid > hull_mod.HULL_OPACITY, grid, 0.0)))
     if inside_max <= 0 or peak_inside.max() <= 0:
         return choice  # nothing dense inside the hull: carving would leave no surface
     carved = _level_from_peaks(peak_inside, opacity, inside_max, floor=floor)
