@@ -606,6 +606,8 @@ def test_target_faces_presets_and_cli(tmp_path):
     (["generate", "a cube", "--set", "target_faces=2.5"], "target_faces"),
     (["generate", "a cube", "--target-faces", "lots"], "invalid int"),
     (["export", "{run}", "--target-faces", "-3"], "target_faces"),
+    (["export", "{run}", "--silhouette-carve", "maybe"], "invalid choice"),
+    (["generate", "a cube", "--set", "silhouette_carve=yes"], "silhouette_carve"),
 ])
 def test_target_faces_bad_input(argv, fragment, tmp_path, capsys):
     """A bad polygon budget is refused before any work (exit 2, the reason named), nothing written."""
