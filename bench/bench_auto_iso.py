@@ -11,7 +11,8 @@ silhouette against {opacity > 0.5} on renders of the sampled grid, 16 views) and
 silhouette against the NeRF's own renders (bench_export's measure: the trained field rendered with
 the run's samples per ray, 8 views, 64^2; pixel-exact mesh masks, engine/mesh/metrics.py), and the best
 IoU any single level reaches on the exporter's renders (a soft field's {opacity > 0.5} is not always
-the silhouette of a density level set: the ceiling of the automatic choice).
+the silhouette of a density level set: the ceiling of the automatic choice; of the carved surface's
+levels where the exporter carved it to the silhouettes, engine/mesh/hull.py: column "carved").
 Prints a markdown table (one row per run, appended as each run ends) with the load average.
 """
 from __future__ import annotations
@@ -49,8 +50,8 @@ def score(run_dir: Path) -> dict:
     with torch.no_grad():
         coarse = grid.sample_density(nerf.density, grid.coarse_resolution(cfg.mesh_resolution), cfg.bound, "cpu",
                                      1 << 18, Reporter(False, None))
-    choice = iso.choose_iso(coarse, cfg.bound)
-    return dict(best_iou=choice.best_iou, iso=meta["iso"], iso_method=meta["iso_method"], grid_iou=meta["iso_silhouette_iou"],
+    choice = iso.choose_iso(coarse, cfg.bound, cfg.silhouette_carve)
+    return dict(best_iou=choice.best_iou, carved=bool(meta.get("silhouette_carved")), uncarved_iou=meta.get("iso_uncarved_iou"), iso=meta["iso"], iso_method=meta["iso_method"], grid_iou=meta["iso_silhouette_iou"],
                 nerf_iou=_silhouette_iou(nerf, cfg, v, f), faces=len(f), export_s=meta["timings"]["total"],
                 export_cpu_s=meta["cpu_timings"]["total"], encoding=cfg.encoding, steps=cfg.steps)
 
@@ -69,9 +70,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    print("| prompt | seed | encoding | steps | iso | faces | IoU grid (exporter) | best level's IoU | IoU vs NeRF render | "
-          "export s (CPU s) | run s | load |", flush=True)
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("| prompt | seed | encoding | steps | iso | carved (uncarved IoU) | faces | IoU grid (exporter) | best level's IoU | "
+          "IoU vs NeRF render | export s (CPU s) | run s | load |", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for prompt in args.prompts.split(","):
         for seed in args.seeds.split(","):
             dest = out / f"{prompt.replace(' ', '-')}-s{seed}{'-' + '-'.join(args.set) if args.set else ''}"
@@ -94,7 +95,8 @@ def main() -> None:
                 print(f"| {prompt} | {seed} | scoring failed: {sc.stderr.strip().splitlines()[-1:]} |", flush=True)
                 continue
             r = json.loads(sc.stdout.strip().splitlines()[-1])
-            print(f"| {prompt} | {seed} | {r['encoding']} | {r['steps']} | {r['iso']:.3g} | {r['faces']} | "
+            carved = f"yes ({r['uncarved_iou']:.3f})" if r["carved"] else "no"
+            print(f"| {prompt} | {seed} | {r['encoding']} | {r['steps']} | {r['iso']:.3g} | {carved} | {r['faces']} | "
                   f"{r['grid_iou']:.3f} | {r['best_iou']:.3f} | {r['nerf_iou']:.3f} | {r['export_s']:.1f} ({r['export_cpu_s']:.1f}) | "
                   f"{wall:.0f} | {load0:.1f}-{os.getloadavg()[0]:.1f} |", flush=True)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .cancel import CancelFlag
-from .config import PRESETS, build_config, parse_set_option, validate
+from .config import PRESETS, SILHOUETTE_CARVES, build_config, parse_set_option, validate
 from .errors import Cancelled, ConfigError, EngineError
 from .protocol import EventStream, claim_stdout_fd
 
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--texture-size", type=int)
     e.add_argument("--iso", type=float, help="density iso-level (default: automatic, matching the rendered opacity)")
     e.add_argument("--target-faces", type=int, help="polygon budget of the mesh (default: the run's)")
+    e.add_argument("--silhouette-carve", choices=SILHOUETTE_CARVES,
+                   help="carve the automatic level's surface to the rendered silhouettes (default: the run's, auto)")
     e.add_argument("--obj", action="store_true", help="also write OBJ + MTL + PNG")
     e.add_argument("--out", help="export folder (default: RUN_DIR/export-<time>)")
     e.add_argument("--device", default="auto")
@@ -258,7 +260,7 @@ def cmd_export(args, events: EventStream, cancel: CancelFlag) -> int:
     run_dir = Path(args.run_dir)
     cfg = runfolder.load_run_config(run_dir)
     for key, value in (("mesh_resolution", args.mesh_resolution), ("texture_size", args.texture_size), ("iso", args.iso),
-                       ("target_faces", args.target_faces)):
+                       ("target_faces", args.target_faces), ("silhouette_carve", args.silhouette_carve)):
         if value is not None:
             setattr(cfg, key, value)
     cfg.export_obj = cfg.export_obj or args.obj

@@ -132,6 +132,9 @@ class JobConfig:
     mesh_resolution: int = 256
     texture_size: int = 1024
     iso: float | None = None  # None: automatic, from the rendered opacity (engine/mesh/iso.py)
+    # with the automatic level: carve the surface to the rendered silhouettes (engine/mesh/hull.py)
+    # auto (where no single level matches them) | on | off
+    silhouette_carve: str = "auto"
     target_faces: int | None = 40_000  # polygon budget of the exported mesh (None: no decimation)
     export_obj: bool = False
     export_at_end: bool = True
@@ -312,6 +315,7 @@ def validate(cfg: JobConfig) -> None:
     need(1 <= cfg.preview_views <= 16, "preview_views must be between 1 and 16")
     need(32 <= cfg.mesh_resolution <= 1024, "mesh resolution must be between 32 and 1024 (128-512 is typical)")
     need(64 <= cfg.texture_size <= 8192, "texture size must be between 64 and 8192 pixels")
+    need(cfg.silhouette_carve in SILHOUETTE_CARVES, f"silhouette_carve must be one of {', '.join(SILHOUETTE_CARVES)}, got {cfg.silhouette_carve!r}")
     need(cfg.target_faces is None or (type(cfg.target_faces) is int and 100 <= cfg.target_faces <= 10_000_000),
          f"target_faces must be a whole number of triangles between 100 and 10000000 (or none: no decimation), got {cfg.target_faces!r}")
     check_device_name(cfg.device)
@@ -322,6 +326,7 @@ def validate(cfg: JobConfig) -> None:
 # Settings that accept a schedule (a number or START->END@FROM:TO; see engine/schedule.py).
 SCHEDULE_FIELDS = frozenset(f.name for f in dataclasses.fields(JobConfig) if f.type == "float | str")
 VIEW_EMBEDDINGS = ("labels", "interpolate")
+SILHOUETTE_CARVES = ("auto", "on", "off")  # engine/mesh/hull.py
 ORIENTATION_AVERAGES = ("nonempty_rays", "all_rays")
 
 

@@ -3,7 +3,8 @@
 For a prompt like "a red cube" the true answer is known exactly (engine/priors/shapes_data.py), so a
 trained field can be scored without any learned judge:
 
-* volumetric IoU of the field's occupancy (density > iso, the exporter's surface) against the true
+* volumetric IoU of the field's occupancy (density > iso, the exporter's surface; carved to the
+  rendered silhouettes where the exporter carved it, engine/mesh/hull.py) against the true
   shape, raw and after centring / scale normalisation (matching centroid and RMS radius), and the IoU
   against every other shape, so "did it make a cube rather than a sphere" is a yes/no answer;
 * silhouette IoU from a fixed ring of views (the field's opacity > 0.5 against the analytic mask);
@@ -133,13 +134,16 @@ def mesh_scores(verts, faces, shape: str, tolerance: float = SURFACE_TOLERANCE) 
     return {"normal_consistency": s.normal_consistency, "surface_within_voxel": s.near_fraction, "chamfer": s.chamfer}
 
 
-def score_field(field, background, prompt: str, iso: float, bound: float = 1.0, mesh=None) -> ShapeScores:
-    """All scores of a trained field; ``mesh`` = (verts, faces) adds the surface scores of that mesh."""
+def score_field(field, background, prompt: str, iso: float, bound: float = 1.0, mesh=None,
+                surface_density=None) -> ShapeScores:
+    """All scores of a trained field; ``mesh`` = (verts, faces) adds the surface scores of that mesh.
+    The occupancy is {surface_density > iso}: the field's density unless the exporter's surface is
+    another function of it (engine.mesh.iso.surface_density: carved to the silhouettes)."""
     parsed = shapes_data.parse_prompt(prompt)
     if parsed is None:
         raise ValueError(f"{prompt!r} does not name one of the builtin shapes and colours")
     colour, shape = parsed
-    raw, norm = volume_scores(field.density, iso, bound)
+    raw, norm = volume_scores(surface_density or field.density, iso, bound)
     sil, err, nearest = view_scores(field, background, shape, colour)
     surf = mesh_scores(*mesh, shape) if mesh is not None else {}
     return ShapeScores(

@@ -66,7 +66,7 @@ def _settings(cfg: JobConfig, device: str, progress: bool):
     from .mesh import ExportSettings
 
     return ExportSettings(
-        resolution=cfg.mesh_resolution, iso=cfg.iso, texture_size=cfg.texture_size, target_faces=cfg.target_faces,
+        resolution=cfg.mesh_resolution, iso=cfg.iso, silhouette_carve=cfg.silhouette_carve, texture_size=cfg.texture_size, target_faces=cfg.target_faces,
         formats=("glb", "obj") if cfg.export_obj else ("glb",), bound=cfg.bound, device=device, progress=progress,
         name="asset",
     )

@@ -33,7 +33,8 @@ RECIPE_KEYS = (
     "albedo_ratio", "shaded_ratio", "textureless_ratio", "albedo_warmup", "ambient", "hash_level_fraction",
     "elevation_min", "elevation_max", "uniform_sphere_rate", "distance_min", "distance_max", "focal_min", "focal_max",
     "overhead_elevation", "background", "random_background", "view_embedding", "perp_neg",
-    "orientation_weight", "orientation_average", "opacity_weight", "blob_density", "blob_radius", "normals",
+    "orientation_weight", "orientation_average", "opacity_weight", "entropy_weight", "blob_density", "blob_radius",
+    "blob_core", "normals",
 )
 
 

@@ -27,7 +27,7 @@ def test_bad_prompts(prompt, match):
     (dict(frequency_band_fraction="0->2@0:0.5"), "frequency_band_fraction"), (dict(frequency_band_fraction="soon"), "frequency_band_fraction"),
     (dict(entropy_weight=-1.0), "entropy_weight"), (dict(entropy_weight="0->-5@0.5:1"), "entropy_weight"),
     (dict(entropy_weight="lots"), "entropy_weight"), (dict(blob_core=1.5), "blob_core"), (dict(blob_core=-0.1), "blob_core"),
-    (dict(blob_core="1->2@0:0.5"), "blob_core"), (dict(blob_core=float("nan")), "blob_core"),
+    (dict(blob_core="1->2@0:0.5"), "blob_core"), (dict(silhouette_carve="always"), "silhouette_carve"), (dict(blob_core=float("nan")), "blob_core"),
     (dict(normal_smooth_weight=-1.0), "normal_smooth_weight"), (dict(normal_smooth_weight="0->-1@0:1"), "normal_smooth_weight"),
     (dict(normal_smooth_weight="smooth"), "normal_smooth_weight"), (dict(normal_smooth_jitter=0.0), "normal_smooth_jitter"),
     (dict(normal_smooth_jitter=-0.1), "normal_smooth_jitter"), (dict(normal_smooth_jitter=2.0), "normal_smooth_jitter"),

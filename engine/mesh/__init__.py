@@ -34,10 +34,11 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
     density_fn: (N,3) float32 world points on ``settings.device`` -> (N,) non-negative density.
     albedo_fn:  (N,3) -> (N,3) colours in [0,1].
     progress_callback(stage, fraction) is called as each stage starts (0), advances and ends (1);
-    stages, in order: ``STAGES`` (density, iso, refine (adaptive sampling), surface, clean, smooth
+    stages, in order: ``STAGES`` (density, iso (and the silhouette carve), refine (adaptive sampling), surface, clean, smooth
     (if on), decimate (only if needed), orient, uv, rasterize, albedo, dilate, write);
     ``STAGE_COST`` gives each one's rough share of the time. The surface is the level set
-    density = iso: ``settings.iso``, or chosen from the field's rendered opacity (iso.py).
+    density = iso: ``settings.iso``, or chosen from the field's rendered opacity (iso.py), carved to
+    the rendered silhouettes where no single level matches them (hull.py; ``settings.silhouette_carve``).
     Raises ExportError (with advice) when the field is empty or fills the bounding sphere."""
     s = settings or ExportSettings()
     out = Path(out_dir)
@@ -98,7 +99,8 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
     return ExportResult(paths=paths, n_vertices=len(verts), n_faces=len(uv_faces), iso=iso, watertight=watertight,
                         timings=timings, n_faces_extracted=n_extracted, n_components=n_comp,
                         n_components_kept=n_kept, texture_coverage=coverage, iso_method=choice.method,
-                        iso_silhouette_iou=choice.silhouette_iou, points_queried=n_queried,
+                        iso_silhouette_iou=choice.silhouette_iou, points_queried=n_queried, carved=choice.carved,
+                        iso_uncarved_iou=choice.uncarved_iou,
                         volume_change=volume_change, cpu_timings=cpu_timings, albedo_queried=n_albedo)
 
 
@@ -110,7 +112,11 @@ def _sample_grid(density_fn, s: ExportSettings, rep: Reporter):
                                 s.bound, s.device, s.chunk_size, rep)
     n_queried = grid.points_inside(first.shape[0], s.bound)
     with rep.stage("iso"):
-        choice = iso_mod.IsoChoice(float(s.iso), "given") if s.iso is not None else iso_mod.choose_iso(first, s.bound)
+        choice = (iso_mod.IsoChoice(float(s.iso), "given") if s.iso is not None
+                  else iso_mod.choose_iso(first, s.bound, s.silhouette_carve))
+        if choice.carved:  # from here on, the surface is a level set of the carved density (hull.py)
+            first = choice.hull.carve_grid(first, choice.iso, s.bound, choice.hull_grid)
+            density_fn = iso_mod.surface_density(density_fn, choice)
         if dense or first.max() > choice.iso:
             surface.check_occupancy(first, choice.iso, s.bound)
         # else: a feature thinner than the coarse spacing may still reach the level: the fine grid decides

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import SILHOUETTE_CARVES
 from ..errors import ConfigError
 
 #: The fixed level (NeRF density units, 1/length) that was the default before the automatic choice
@@ -15,6 +16,7 @@ FORMATS = ("glb", "obj")
 SAMPLING = ("adaptive", "dense")
 ATLAS = ("fast", "xatlas-default")
 ALBEDO_SAMPLING = ("grid", "texel")
+CARVE = SILHOUETTE_CARVES  # engine/mesh/hull.py
 #: Default polygon budget (decimation target) per grid resolution: what the texture and a field's
 #: detail at that resolution can carry (docs/BENCHMARKS-export.md measures Chamfer and colour error
 #: against face count); more costs UV-atlas time (xatlas is superlinear in chart size).
@@ -29,6 +31,10 @@ class ExportSettings:
                    memory ~ 4*resolution^3 bytes for the grid, 512 MiB at 512).
     iso            density level of the surface; None = automatic: the level whose silhouette
                    matches the field's rendered opacity (engine/mesh/iso.py), recorded in the result.
+    silhouette_carve  with the automatic level: "auto" carves the surface to the rendered silhouettes
+                   (the visual hull of {opacity > 0.5} over the level's views, hull.py) when no single
+                   level matches them (best IoU < 0.95) and carving matches better; "on" always,
+                   "off" never. Ignored with a given ``iso``.
     texture_size   square albedo texture, pixels per side (64-8192).
     target_faces   decimate to about this many triangles (None = keep every marching-cubes triangle).
                    Default ``DEFAULT_TARGET_FACES``; a 256^3 grid gives ~150-500k faces, and quadric
@@ -57,6 +63,7 @@ class ExportSettings:
 
     resolution: int = 256
     iso: float | None = None
+    silhouette_carve: str = "auto"
     texture_size: int = 1024
     target_faces: int | None = DEFAULT_TARGET_FACES
     keep_fraction: float = 0.1
@@ -91,6 +98,8 @@ class ExportSettings:
              f"mesh resolution must be an integer between 32 and 1024 (128-512 is typical), got {self.resolution!r}")
         need(self.iso is None or (isinstance(self.iso, (int, float)) and math.isfinite(self.iso) and self.iso > 0),
              f"iso must be a positive density (e.g. 10) or None for the default, got {self.iso!r}")
+        need(self.silhouette_carve in CARVE,
+             f"silhouette_carve must be one of {', '.join(CARVE)}, got {self.silhouette_carve!r}")
         need(is_int(self.texture_size) and 64 <= self.texture_size <= 8192,
              f"texture size must be an integer between 64 and 8192 pixels, got {self.texture_size!r}")
         need(self.target_faces is None or (is_int(self.target_faces) and self.target_faces >= 100),
@@ -141,6 +150,8 @@ class ExportResult:
     texture_coverage: float = 0.0  # fraction of texels inside a chart before dilation
     iso_method: str = "given"  # "auto" (chosen from the rendered opacity, iso.py) or "given"
     iso_silhouette_iou: float | None = None  # auto: IoU of the level set's and the opacity's silhouettes
+    carved: bool = False  # the surface was carved to the rendered silhouettes (hull.py)
+    iso_uncarved_iou: float | None = None  # carved: the silhouette IoU of the best level without carving
     points_queried: int = 0  # density_fn evaluations (coarse + fine)
     albedo_queried: int = 0  # albedo_fn evaluations (texture bake)
     volume_change: float = 0.0  # relative volume change by smoothing
@@ -150,6 +161,8 @@ class ExportResult:
         """What the asset records about how it was made (asset.json next to the .glb)."""
         return {"iso": round(self.iso, 6), "iso_method": self.iso_method,
                 "iso_silhouette_iou": None if self.iso_silhouette_iou is None else round(self.iso_silhouette_iou, 4),
+                "silhouette_carved": self.carved,
+                "iso_uncarved_iou": None if self.iso_uncarved_iou is None else round(self.iso_uncarved_iou, 4),
                 "n_faces": self.n_faces, "n_vertices": self.n_vertices, "n_faces_extracted": self.n_faces_extracted,
                 "watertight": self.watertight, "points_queried": self.points_queried,
                 "albedo_queried": self.albedo_queried,

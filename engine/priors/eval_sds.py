@@ -44,10 +44,27 @@ def score_run(run_dir: Path, prompt: str) -> dict:
     asset = Path(run_dir) / "asset"
     meta = json.loads((asset / "asset.json").read_text())
     mesh = trimesh.load(asset / "asset.glb", force="mesh")
-    iso = meta["iso"]
-    scores = score_field(field, background.eval(), prompt, iso=iso, bound=cfg.bound, mesh=(mesh.vertices, mesh.faces)).to_json()
+    iso, surface = exported_surface(field, cfg, meta)
+    scores = score_field(field, background.eval(), prompt, iso=iso, bound=cfg.bound, mesh=(mesh.vertices, mesh.faces),
+                         surface_density=surface).to_json()
     scores.update(prompt=prompt, iso=iso, run_dir=str(run_dir), glb=str(asset / "asset.glb"))
     return scores
+
+
+def exported_surface(field, cfg, meta: dict):
+    """(level, density function) of the surface the exporter made: a given level on the field's
+    density, or the automatic choice made again exactly as the exporter made it (same coarse grid,
+    deterministic) so that a surface carved to the silhouettes is scored as carved."""
+    from ..mesh import grid, iso as iso_mod
+
+    if meta.get("iso_method") != "auto":
+        return meta["iso"], field.density
+    choice = iso_mod.auto_iso(field.density, cfg.bound, grid.coarse_resolution(cfg.mesh_resolution),
+                              chunk_size=1 << 18, carve=cfg.silhouette_carve)  # the exporter's chunks: same sums
+    if abs(choice.iso - meta["iso"]) > 1e-3 * meta["iso"] or choice.carved != meta.get("silhouette_carved", False):
+        raise RuntimeError(f"the exporter's surface level could not be reproduced: {choice.iso:g} "
+                           f"(carved {choice.carved}) vs {meta['iso']:g} in asset.json")
+    return choice.iso, iso_mod.surface_density(field.density, choice)
 
 
 def run_and_score(prompt: str, steps: int | None, seed: int, runs_dir: Path, extra: list[str] | None = None) -> dict:

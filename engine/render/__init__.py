@@ -94,15 +94,12 @@ def render(
     mask = hit[:, None].expand(-1, n)
     if occupancy is not None:
         mask = mask & occupancy.occupied(pts)
-    # Packed indices may end in padding: one past the last sample, where a dummy sample (weight 0,
-    # on the last ray) is appended below, so padded slots add nothing to any sum.
-    overflow = None
-    if packer is None:
-        idx = pack(mask)
-    else:
-        idx, overflow = packer.pack(mask, "samples")
+    # Fixed-capacity indices may end in padding: one past the last sample, where a dummy sample
+    # (weight 0, on the last ray) is appended, so padded slots add nothing to any sum.
+    padded = packer is not None
+    idx, overflow = _pack(mask, packer, "samples")
     ray_index = torch.div(idx, n, rounding_mode="floor").clamp_max(n_rays - 1)
-    flat = _with_dummy(pts.reshape(-1, 3)).index_select(0, idx)
+    flat = _take(pts.reshape(-1, 3), idx, padded)
     create_graph = torch.is_grad_enabled()
     normal_p = None
     if need_normals and normal_samples == "all":
@@ -112,19 +109,17 @@ def render(
 
     sigma = torch.zeros(n_rays * n + 1, device=flat.device, dtype=sigma_p.dtype).index_copy(0, idx, sigma_p)[:-1]
     weights = compositing_weights(sigma.reshape(n_rays, n), delta)  # (BR, N); 0 where not evaluated
-    w_p = _with_dummy(weights.reshape(-1)).index_select(0, idx)
+    w_p = _take(weights.reshape(-1), idx, padded)
 
     if need_normals and normal_p is None:
         # Normals only where the sample can show: weight above threshold (decided without gradient).
         want = w_p.detach() > normal_weight_threshold
-        if packer is None:
-            sel = pack(want)
-        else:
-            sel, over = packer.pack(want, "normals", first_read=False)  # at most the packed samples: no read
+        sel, over = _pack(want, packer, "normals", first_read=False)  # at most the packed samples: no read
+        if padded:
             overflow = overflow | over
-        n_sel = normals_at(field, _with_dummy(flat).index_select(0, sel), _with_dummy(sigma_p).index_select(0, sel),
-                           normals, create_graph)
-        normal_p = _with_dummy(torch.zeros_like(flat)).index_copy(0, sel, n_sel)[:-1]
+        n_sel = normals_at(field, _take(flat, sel, padded), _take(sigma_p, sel, padded), normals, create_graph)
+        blank = _with_dummy(torch.zeros_like(flat)) if padded else torch.zeros_like(flat)
+        normal_p = blank.index_copy(0, sel, n_sel)[: len(flat)]
 
     factor = None
     if shading != "albedo":
@@ -154,6 +149,19 @@ def render(
         overflow=overflow,
         points=flat.detach(),
     )
+
+
+def _pack(mask: torch.Tensor, packer: FixedCapacityPacker | None, site: str, **kwargs):
+    """(indices, overflow) of ``mask``'s True entries: exact (overflow None), or into the packer's
+    fixed capacity for ``site`` (padding indices point one past the end)."""
+    if packer is None:
+        return pack(mask), None
+    return packer.pack(mask, site, **kwargs)
+
+
+def _take(x: torch.Tensor, idx: torch.Tensor, padded: bool) -> torch.Tensor:
+    """Rows ``idx`` of ``x``; with padded (fixed-capacity) indices, the one past the end is a zero row."""
+    return (_with_dummy(x) if padded else x).index_select(0, idx)
 
 
 def _with_dummy(x: torch.Tensor) -> torch.Tensor:
