@@ -34,7 +34,7 @@ RECIPE_KEYS = (
     "elevation_min", "elevation_max", "uniform_sphere_rate", "distance_min", "distance_max", "focal_min", "focal_max",
     "overhead_elevation", "background", "random_background", "view_embedding", "perp_neg",
     "orientation_weight", "orientation_average", "opacity_weight", "entropy_weight", "blob_density", "blob_radius",
-    "blob_core", "normals",
+    "blob_core", "normal_smooth_weight", "normal_smooth_jitter", "normals",
 )
 
 
