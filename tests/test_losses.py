@@ -74,3 +74,20 @@ def test_opacity_entropy_is_zero_at_empty_and_opaque_and_one_bit_at_half():
     near = SimpleNamespace(opacity=torch.tensor([0.3, 0.7], requires_grad=True))
     losses.opacity_entropy_loss(near).backward()
     assert near.opacity.grad[0] > 0 > near.opacity.grad[1]  # descent empties the faint ray and fills the dense one
+
+
+def test_the_trainer_adds_the_entropy_term_only_when_weighted():
+    """Trainer.regularisers: orientation and opacity always; the entropy term only with a weight
+    above 0 (so runs without it do the same arithmetic as before), scaled by that weight."""
+    from types import SimpleNamespace
+
+    from engine.train import Trainer
+
+    out = SimpleNamespace(opacity=torch.tensor([0.2, 0.5, 0.9]), normals=None, weights=torch.ones(3))
+    for weight, n_terms in ((0.0, 2), (30.0, 3)):
+        weights = dict(orientation_weight=1.0, opacity_weight=1.0, entropy_weight=weight)
+        fake = SimpleNamespace(cfg=SimpleNamespace(orientation_average="all_rays"), scheduled=weights.get)
+        terms = Trainer.regularisers(fake, out)
+        assert len(terms) == n_terms
+        if weight:
+            torch.testing.assert_close(terms[-1], weight * losses.opacity_entropy_loss(out))
