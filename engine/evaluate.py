@@ -143,7 +143,7 @@ def score_field(field, background, prompt: str, iso: float, bound: float = 1.0, 
     if parsed is None:
         raise ValueError(f"{prompt!r} does not name one of the builtin shapes and colours")
     colour, shape = parsed
-    raw, norm = volume_scores(surface_density or field.density, iso, bound)
+    raw, norm = volume_scores(field.density if surface_density is None else surface_density, iso, bound)
     sil, err, nearest = view_scores(field, background, shape, colour)
     surf = mesh_scores(*mesh, shape) if mesh is not None else {}
     return ShapeScores(

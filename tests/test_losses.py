@@ -76,6 +76,23 @@ def test_opacity_entropy_is_zero_at_empty_and_opaque_and_one_bit_at_half():
     assert near.opacity.grad[0] > 0 > near.opacity.grad[1]  # descent empties the faint ray and fills the dense one
 
 
+def test_the_trainer_adds_the_entropy_term_only_when_weighted():
+    """Trainer.regularisers: orientation and opacity always; the entropy term only with a weight
+    above 0 (so runs without it do the same arithmetic as before), scaled by that weight."""
+    from types import SimpleNamespace
+
+    from engine.train import Trainer
+
+    out = SimpleNamespace(opacity=torch.tensor([0.2, 0.5, 0.9]), normals=None, weights=torch.ones(3))
+    for weight, n_terms in ((0.0, 2), (30.0, 3)):
+        weights = dict(orientation_weight=1.0, opacity_weight=1.0, entropy_weight=weight)
+        fake = SimpleNamespace(cfg=SimpleNamespace(orientation_average="all_rays"), scheduled=weights.get)
+        terms = Trainer.regularisers(fake, out)
+        assert len(terms) == n_terms
+        if weight:
+            torch.testing.assert_close(terms[-1], weight * losses.opacity_entropy_loss(out))
+
+
 class _Ball(torch.nn.Module):
     """A ball of radius 0.5 whose surface can carry ripples along y (amplitude ``ripple``, period 0.25:
     the 4-band field's top octave), with one learnable offset so the loss's gradient can be checked."""

@@ -487,7 +487,7 @@ def test_auto_iso_reports_the_best_any_level_reaches():
 
     for scale, lo, hi in ((1.0, 0.97, 1.0), (0.1, 0.5, 0.95)):
         g = grid.sample_density(lambda x: scale * af.torus().density(x), 48, 1.0, "cpu", 1 << 16, Reporter(False, None))
-        c = iso.choose_iso(g, 1.0)
+        c = iso.choose_iso(g, 1.0, carve="off")  # a single level's ceiling (carving is tested below)
         assert c.silhouette_iou >= c.best_iou - 2e-3 and lo <= c.best_iou <= hi, (scale, c)
 
 
@@ -545,21 +545,57 @@ def test_silhouette_carve_never_empties_the_mesh(tmp_path):
 
 def test_hull_projects_points_onto_their_pixels():
     """SilhouetteHull.opacity_at: a point on a pixel's ray reads that pixel (bilinear at the pixel
-    centre), with the same camera conventions as the renderer's rays; off-image points read 0."""
+    centre), with the renderer's camera conventions, per view (own focal length) and the smallest
+    over the views; a view that does not see a point (off its frame) does not constrain it."""
     from engine.cameras import make_cameras
     from engine.mesh.hull import SilhouetteHull
     from engine.render import camera_rays
 
     res = 16
-    cams = make_cameras([30.0], [20.0], 2.5, 1.0)
-    image = torch.rand(1, res, res, generator=torch.Generator().manual_seed(0))
+    cams = make_cameras([30.0, 120.0], [20.0, -10.0], [2.5, 2.0], [1.0, 1.4])
+    images = torch.rand(2, res, res, generator=torch.Generator().manual_seed(0))
     origins, dirs = camera_rays(cams, res, res)
     pix = torch.tensor([0, 17, 100, 255])
+    one_view = SilhouetteHull(cams[0:1], images[0:1])
     pts = origins[0, pix] + 2.0 * dirs[0, pix]
-    hull = SilhouetteHull(cams, image)
-    torch.testing.assert_close(hull.opacity_at(pts), image.reshape(-1)[pix])
+    torch.testing.assert_close(one_view.opacity_at(pts), images[0].reshape(-1)[pix])
+    both = SilhouetteHull(cams, images)
+    pts1 = origins[1, pix] + 1.5 * dirs[1, pix]  # on view 1's pixels: the result is at most that pixel
+    assert (both.opacity_at(pts1) <= images[1].reshape(-1)[pix] + 1e-6).all()
+    origin = torch.zeros(1, 3)  # seen by both views: the smaller of the two readings
+    readings = [SilhouetteHull(cams[k:k + 1], images[k:k + 1]).opacity_at(origin) for k in (0, 1)]
+    torch.testing.assert_close(both.opacity_at(origin), torch.minimum(*readings))
     far_aside = origins[0, :1] + 2.0 * dirs[0, :1] + torch.tensor([[0.0, 10.0, 0.0]])
-    assert hull.opacity_at(far_aside).item() == 0.0
+    assert one_view.opacity_at(far_aside).item() == 1.0
+
+
+def test_carve_accepts_column_densities_and_the_scores_reproduce_it(tmp_path):
+    """The carved density function takes what the exporter accepts ((N, 1) densities too), and the
+    shape scores re-make the exporter's carved surface from asset.json (engine/priors/eval_sds.py):
+    same level, carved, and a different occupancy from the uncarved level set."""
+    from types import SimpleNamespace
+
+    from engine.evaluate import grid_points
+    from engine.priors.eval_sds import exported_surface
+
+    box = af.box()
+
+    def column(x):
+        return 0.1 * box.density(x)[:, None]
+
+    res = export_field(column, af.octant_albedo, tmp_path, ExportSettings(resolution=64, texture_size=64, progress=False))
+    assert res.carved and res.n_faces > 0
+    meta = json.loads(json.dumps(res.metadata()))
+    assert meta["iso_grid_resolution"] == 48  # the coarse grid of a 64^3 export
+
+    def flat(x):
+        return 0.1 * box.density(x)
+
+    iso, surface = exported_surface(SimpleNamespace(density=flat), SimpleNamespace(bound=1.0, mesh_resolution=64), meta)
+    assert iso == pytest.approx(res.iso, rel=1e-6) and surface is not flat
+    pts = grid_points(64, 1.0)
+    carved, uncarved = int((surface(pts) > iso).sum()), int((flat(pts) > iso).sum())
+    assert 0 < carved < 0.97 * uncarved  # the carve removes volume the bare level set has at that level
 
 
 def test_smoothing_keeps_volume_and_normals(tmp_path):

@@ -47,7 +47,7 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
     t_start, c_start = time.perf_counter(), time.process_time()
     was_training = _eval_mode(density_fn, albedo_fn)
     try:
-        g, choice, n_queried = _sample_grid(density_fn, s, rep)
+        g, choice, n_queried, level_grid_n = _sample_grid(density_fn, s, rep)
         iso = choice.iso
 
         with rep.stage("surface"):
@@ -100,13 +100,14 @@ def export_field(density_fn: Callable[[torch.Tensor], torch.Tensor],
                         timings=timings, n_faces_extracted=n_extracted, n_components=n_comp,
                         n_components_kept=n_kept, texture_coverage=coverage, iso_method=choice.method,
                         iso_silhouette_iou=choice.silhouette_iou, points_queried=n_queried, carved=choice.carved,
-                        iso_uncarved_iou=choice.uncarved_iou,
+                        iso_uncarved_iou=choice.uncarved_iou, iso_grid_resolution=level_grid_n,
                         volume_change=volume_change, cpu_timings=cpu_timings, albedo_queried=n_albedo)
 
 
 def _sample_grid(density_fn, s: ExportSettings, rep: Reporter):
-    """The fine density grid and the surface level: dense, or coarse -> level -> fine near the
-    surface (grid.py). The occupancy checks run on the first grid, before the expensive part."""
+    """The fine density grid, the surface level, points queried and the size of the grid the level
+    was chosen on: dense, or coarse -> level -> fine near the surface (grid.py). The occupancy
+    checks run on the first grid, before the expensive part."""
     dense = s.sampling == "dense" or grid.coarse_resolution(s.resolution) >= s.resolution
     first = grid.sample_density(density_fn, s.resolution if dense else grid.coarse_resolution(s.resolution),
                                 s.bound, s.device, s.chunk_size, rep)
@@ -122,7 +123,8 @@ def _sample_grid(density_fn, s: ExportSettings, rep: Reporter):
         # else: a feature thinner than the coarse spacing may still reach the level: the fine grid decides
         # (surface.check_not_empty).
     if dense:
-        return first, choice, n_queried
+        return first, choice, n_queried, first.shape[0]
+    level_grid_n = first.shape[0]
     g = first
     levels = grid.refinement_levels(s.resolution)[1:]
     with rep.stage("refine", len(levels)) as st:
@@ -131,7 +133,7 @@ def _sample_grid(density_fn, s: ExportSettings, rep: Reporter):
                                                   tail=grid.TAIL if k == 0 else grid.TAIL_FINE)
             n_queried += n_level
             st.update(1)
-    return g, choice, n_queried
+    return g, choice, n_queried, level_grid_n
 
 
 def _eval_mode(*fns) -> list:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .grid import grid_axis
+from .grid import _check_density, grid_axis
 
 #: A point is inside the hull when its hull opacity is above this: a little below the silhouettes'
 #: 0.5, because the hull comes from 64^2 renders of the coarse grid, and at 0.5 it trimmed parts of
@@ -41,8 +41,9 @@ class SilhouetteHull:
 
     @torch.no_grad()
     def opacity_at(self, points: torch.Tensor) -> torch.Tensor:
-        """(N,) the smallest rendered opacity over the views at each point's projection (bilinear;
-        0 outside an image). Points are world coordinates on any device; the result is on theirs."""
+        """(N,) the smallest rendered opacity over the views at each point's projection (bilinear).
+        A view that does not see a point (outside its frame, or behind it) does not constrain it
+        (reads 1). Points are world coordinates on any device; the result is on theirs."""
         out = torch.empty(len(points), dtype=torch.float32)
         rot = self.cameras.c2w[:, :3, :3].float().cpu()
         origins = self.cameras.origins.float().cpu()
@@ -53,21 +54,24 @@ class SilhouetteHull:
         for a in range(0, len(pts_all), self.chunk):
             pts = pts_all[a:a + self.chunk]
             cam = torch.einsum("vji,vnj->vni", rot, pts[None] - origins[:, None])  # world -> camera: R^T (x - o)
-            depth = (-cam[..., 2]).clamp_min(1e-6)  # cameras look down -z (engine.render.rays)
-            u = cam[..., 0] / depth * focal_px / (res / 2)  # pixel x relative to the centre, in [-1, 1]
-            v = -cam[..., 1] / depth * focal_px / (res / 2)
+            depth = -cam[..., 2]  # cameras look down -z (engine.render.rays)
+            safe = depth.clamp_min(1e-6)
+            u = cam[..., 0] / safe * focal_px / (res / 2)  # pixel x relative to the centre, in [-1, 1]
+            v = -cam[..., 1] / safe * focal_px / (res / 2)
             coords = torch.stack([u, v], -1)[:, :, None, :]
-            sampled = F.grid_sample(images, coords, mode="bilinear", padding_mode="zeros", align_corners=False)
-            out[a:a + len(pts)] = sampled[:, 0, :, 0].min(0).values
+            sampled = F.grid_sample(images, coords, mode="bilinear", padding_mode="border", align_corners=False)[:, 0, :, 0]
+            seen = (depth > 0) & (u.abs() <= 1) & (v.abs() <= 1)
+            out[a:a + len(pts)] = torch.where(seen, sampled, torch.ones_like(sampled)).min(0).values
         return out.to(points.device)
 
     def on_grid(self, resolution: int, bound: float, where: np.ndarray | None = None) -> np.ndarray:
         """``opacity_at`` on the (resolution,)^3 grid of engine/mesh/grid.py, index [i, j, k] = (x_i, y_j, z_k);
-        only at the points ``where`` is true if given (0 elsewhere: the caller's carve cannot reach them)."""
+        only at the points ``where`` is true if given, 1 (unconstrained) elsewhere: the caller's
+        level cannot reach those points, so the carve must leave them as they are."""
         axis = grid_axis(resolution, bound)
         idx = np.flatnonzero(where) if where is not None else np.arange(resolution**3)
         ijk = np.stack(np.unravel_index(idx, (resolution,) * 3), -1)
-        out = np.zeros(resolution**3, dtype=np.float32)
+        out = np.ones(resolution**3, dtype=np.float32)
         out[idx] = self.opacity_at(torch.as_tensor(axis[ijk], dtype=torch.float32)).numpy()
         return out.reshape((resolution,) * 3)
 
@@ -79,5 +83,6 @@ class SilhouetteHull:
     def carve(self, density_fn, iso: float):
         """A density function whose level set at ``iso`` is the carved surface."""
         def carved(x: torch.Tensor) -> torch.Tensor:
-            return torch.minimum(density_fn(x), (iso / HULL_OPACITY) * self.opacity_at(x))
+            # The exporter accepts (N,) or (N, 1) densities (grid._check_density): normalise before the min.
+            return torch.minimum(_check_density(density_fn(x), len(x)), (iso / HULL_OPACITY) * self.opacity_at(x))
         return carved

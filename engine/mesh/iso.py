@@ -71,10 +71,12 @@ class IsoChoice:
         return {**out, "carved": self.carved}
 
 
-def iso_cameras():
+def iso_cameras(bound: float = 1.0):
+    """The level's views: the previews' framing (distance 2.5, focal 1) scaled to the bounding
+    sphere, so the whole sphere is in every frame whatever its radius."""
     az = [a for elev, n in VIEW_ELEVATIONS for a in np.arange(n) * (360.0 / n) + (22.5 if elev < 0 else 0.0)]
     el = [elev for elev, n in VIEW_ELEVATIONS for _ in range(n)]
-    return make_cameras(az, el, 2.5, 1.0)
+    return make_cameras(az, el, 2.5 * bound, 1.0)
 
 
 @torch.no_grad()
@@ -83,7 +85,7 @@ def render_grid(grid: np.ndarray, bound: float, cameras, resolution: int = VIEW_
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Opacity and maximum density along each ray, (B*res*res,) each, of the grid's trilinear field.
     With ``hull_grid`` (hull opacity on the same grid), the maximum counts only samples inside the
-    hull (hull opacity > 0.5): the carved surface's silhouette test."""
+    hull (hull opacity > hull.HULL_OPACITY): the carved surface's silhouette test."""
     n = grid.shape[0]
     channels = [grid] if hull_grid is None else [grid, hull_grid]
     vol = torch.from_numpy(np.ascontiguousarray(np.stack(channels), dtype=np.float32))[None]
@@ -119,7 +121,7 @@ def choose_iso(grid: np.ndarray, bound: float, carve: str = "auto") -> IsoChoice
     single level matches them well and the carved surface matches better, with "off" never."""
     if carve not in CARVE:
         raise ValueError(f"carve must be one of {CARVE}, got {carve!r}")
-    cameras = iso_cameras()
+    cameras = iso_cameras(bound)
     opacity, peak = render_grid(grid, bound, cameras)
     vmax = float(grid.max())
     if vmax <= 0:
@@ -135,8 +137,8 @@ def choose_iso(grid: np.ndarray, bound: float, carve: str = "auto") -> IsoChoice
     hull_grid = hull.on_grid(grid.shape[0], bound, binary_dilation(grid > floor, np.ones((3, 3, 3), dtype=bool)))
     _, peak_inside = render_grid(grid, bound, cameras, hull_grid=hull_grid)
     inside_max = float(np.max(np.where(hull_grid > hull_mod.HULL_OPACITY, grid, 0.0)))
-    if inside_max <= 0 or peak_inside.max() <= 0:
-        return choice  # nothing dense inside the hull: carving would leave no surface
+    if inside_max <= floor or peak_inside.max() <= floor:
+        return choice  # nothing inside the hull reaches the floor: carving would leave little or no surface
     carved = _level_from_peaks(peak_inside, opacity, inside_max, floor=floor)
     if carve == "auto" and carved.silhouette_iou < choice.silhouette_iou + CARVE_GAIN:
         return choice

@@ -32,7 +32,7 @@ class ExportSettings:
     iso            density level of the surface; None = automatic: the level whose silhouette
                    matches the field's rendered opacity (engine/mesh/iso.py), recorded in the result.
     silhouette_carve  with the automatic level: "auto" carves the surface to the rendered silhouettes
-                   (the visual hull of {opacity > 0.5} over the level's views, hull.py) when no single
+                   (their visual hull over the level's views, hull.py) when no single
                    level matches them (best IoU < 0.95) and carving matches better; "on" always,
                    "off" never. Ignored with a given ``iso``.
     texture_size   square albedo texture, pixels per side (64-8192).
@@ -151,6 +151,7 @@ class ExportResult:
     iso_method: str = "given"  # "auto" (chosen from the rendered opacity, iso.py) or "given"
     iso_silhouette_iou: float | None = None  # auto: IoU of the level set's and the opacity's silhouettes
     carved: bool = False  # the surface was carved to the rendered silhouettes (hull.py)
+    iso_grid_resolution: int = 0  # points per axis of the grid the level was chosen on (coarse, or the dense grid)
     iso_uncarved_iou: float | None = None  # carved: the silhouette IoU of the best level without carving
     points_queried: int = 0  # density_fn evaluations (coarse + fine)
     albedo_queried: int = 0  # albedo_fn evaluations (texture bake)
@@ -162,6 +163,7 @@ class ExportResult:
         return {"iso": round(self.iso, 6), "iso_method": self.iso_method,
                 "iso_silhouette_iou": None if self.iso_silhouette_iou is None else round(self.iso_silhouette_iou, 4),
                 "silhouette_carved": self.carved,
+                "iso_grid_resolution": self.iso_grid_resolution,
                 "iso_uncarved_iou": None if self.iso_uncarved_iou is None else round(self.iso_uncarved_iou, 4),
                 "n_faces": self.n_faces, "n_vertices": self.n_vertices, "n_faces_extracted": self.n_faces_extracted,
                 "watertight": self.watertight, "points_queried": self.points_queried,

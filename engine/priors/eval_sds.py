@@ -53,15 +53,15 @@ def score_run(run_dir: Path, prompt: str) -> dict:
 
 def exported_surface(field, cfg, meta: dict):
     """(level, density function) of the surface the exporter made: a given level on the field's
-    density, or the automatic choice made again exactly as the exporter made it (same coarse grid,
-    deterministic) so that a surface carved to the silhouettes is scored as carved."""
+    density, or the automatic choice made again as the exporter made it (the grid size and the carve
+    decision asset.json records; the choice is deterministic), so a carved surface is scored carved."""
     from ..mesh import grid, iso as iso_mod
 
     if meta.get("iso_method") != "auto":
         return meta["iso"], field.density
-    choice = iso_mod.auto_iso(field.density, cfg.bound, grid.coarse_resolution(cfg.mesh_resolution),
-                              chunk_size=1 << 18, carve=cfg.silhouette_carve)  # the exporter's chunks: same sums
-    if abs(choice.iso - meta["iso"]) > 1e-3 * meta["iso"] or choice.carved != meta.get("silhouette_carved", False):
+    n = meta.get("iso_grid_resolution") or grid.coarse_resolution(cfg.mesh_resolution)  # older assets: the run's
+    choice = iso_mod.auto_iso(field.density, cfg.bound, n, carve="on" if meta.get("silhouette_carved") else "off")
+    if abs(choice.iso - meta["iso"]) > 1e-3 * meta["iso"] or choice.carved != bool(meta.get("silhouette_carved")):
         raise RuntimeError(f"the exporter's surface level could not be reproduced: {choice.iso:g} "
                            f"(carved {choice.carved}) vs {meta['iso']:g} in asset.json")
     return choice.iso, iso_mod.surface_density(field.density, choice)
