@@ -200,9 +200,9 @@ class Trainer:
         return cams, lights, mode, self.training_background()
 
     def regularisers(self, out) -> list[torch.Tensor]:
-        """The weighted orientation, opacity and opacity-entropy terms at this step (added to the SDS
-        loss one by one; the entropy term only where its weight is not zero, so runs without it do the
-        same arithmetic as before)."""
+        """The weighted orientation, opacity, opacity-entropy and normal-smoothness terms at this step
+        (added to the SDS loss one by one; the last two only where their weight is not zero, so runs
+        without them do the same arithmetic as before)."""
         orientation = losses.orientation_loss(out, average=self.cfg.orientation_average)
         terms = [self.scheduled("orientation_weight") * orientation, self.scheduled("opacity_weight") * losses.opacity_loss(out)]
         entropy_weight = self.scheduled("entropy_weight")

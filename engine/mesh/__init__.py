@@ -116,15 +116,15 @@ def _sample_grid(density_fn, s: ExportSettings, rep: Reporter):
         choice = (iso_mod.IsoChoice(float(s.iso), "given") if s.iso is not None
                   else iso_mod.choose_iso(first, s.bound, s.silhouette_carve))
         if choice.carved:  # from here on, the surface is a level set of the carved density (hull.py)
-            first = choice.hull.carve_grid(first, choice.iso, s.bound, choice.hull_grid)
+            first = choice.hull.carve_grid(first, choice.iso, choice.hull_grid)
             density_fn = iso_mod.surface_density(density_fn, choice)
         if dense or first.max() > choice.iso:
             surface.check_occupancy(first, choice.iso, s.bound)
         # else: a feature thinner than the coarse spacing may still reach the level: the fine grid decides
         # (surface.check_not_empty).
-    if dense:
-        return first, choice, n_queried, first.shape[0]
     level_grid_n = first.shape[0]
+    if dense:
+        return first, choice, n_queried, level_grid_n
     g = first
     levels = grid.refinement_levels(s.resolution)[1:]
     with rep.stage("refine", len(levels)) as st:

@@ -75,10 +75,10 @@ class SilhouetteHull:
         out[idx] = self.opacity_at(torch.as_tensor(axis[ijk], dtype=torch.float32)).numpy()
         return out.reshape((resolution,) * 3)
 
-    def carve_grid(self, grid: np.ndarray, iso: float, bound: float, hull_grid: np.ndarray | None = None) -> np.ndarray:
-        """The carved density (module docstring) on a sampled grid."""
-        h = self.on_grid(grid.shape[0], bound) if hull_grid is None else hull_grid
-        return np.minimum(grid, (iso / HULL_OPACITY) * h).astype(np.float32)
+    @staticmethod
+    def carve_grid(grid: np.ndarray, iso: float, hull_grid: np.ndarray) -> np.ndarray:
+        """The carved density (module docstring) on a sampled grid, given the hull opacity on it (``on_grid``)."""
+        return np.minimum(grid, (iso / HULL_OPACITY) * hull_grid).astype(np.float32)
 
     def carve(self, density_fn, iso: float):
         """A density function whose level set at ``iso`` is the carved surface."""

@@ -32,9 +32,8 @@ from scipy.ndimage import binary_dilation
 
 from ..cameras import make_cameras
 from ..render import camera_rays, sphere_near_far
-from . import hull as hull_mod
-from .hull import SilhouetteHull
-from .settings import CARVE
+from ..config import SILHOUETTE_CARVES
+from .hull import HULL_OPACITY, SilhouetteHull
 
 # A ring at the preview elevation, one higher up and one from nearly overhead (and below), so tops
 # and bottoms count too. Distance and focal as the previews (cameras.orbit_cameras).
@@ -85,7 +84,7 @@ def render_grid(grid: np.ndarray, bound: float, cameras, resolution: int = VIEW_
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Opacity and maximum density along each ray, (B*res*res,) each, of the grid's trilinear field.
     With ``hull_grid`` (hull opacity on the same grid), the maximum counts only samples inside the
-    hull (hull opacity > hull.HULL_OPACITY): the carved surface's silhouette test."""
+    hull (hull opacity > HULL_OPACITY): the carved surface's silhouette test."""
     n = grid.shape[0]
     channels = [grid] if hull_grid is None else [grid, hull_grid]
     vol = torch.from_numpy(np.ascontiguousarray(np.stack(channels), dtype=np.float32))[None]
@@ -109,7 +108,7 @@ def render_grid(grid: np.ndarray, bound: float, cameras, resolution: int = VIEW_
         delta = (far - near)[r] / n_samples
         opacity[r] = 1.0 - torch.exp(-sigma.sum(-1) * delta)
         if hull_grid is not None:
-            inside = sampled[0, 1].reshape(len(r), n_samples) > hull_mod.HULL_OPACITY
+            inside = sampled[0, 1].reshape(len(r), n_samples) > HULL_OPACITY
             sigma = torch.where(inside, sigma, torch.zeros_like(sigma))
         peak[r] = sigma.max(-1).values
     return opacity.numpy(), peak.numpy()
@@ -119,8 +118,8 @@ def choose_iso(grid: np.ndarray, bound: float, carve: str = "auto") -> IsoChoice
     """The level whose silhouette area matches the rendered opacity's (module docstring); with
     ``carve`` "on" the surface is carved to the views' silhouettes (hull.py), with "auto" when no
     single level matches them well and the carved surface matches better, with "off" never."""
-    if carve not in CARVE:
-        raise ValueError(f"carve must be one of {CARVE}, got {carve!r}")
+    if carve not in SILHOUETTE_CARVES:
+        raise ValueError(f"carve must be one of {SILHOUETTE_CARVES}, got {carve!r}")
     cameras = iso_cameras(bound)
     opacity, peak = render_grid(grid, bound, cameras)
     vmax = float(grid.max())
@@ -136,7 +135,7 @@ def choose_iso(grid: np.ndarray, bound: float, carve: str = "auto") -> IsoChoice
     # sampling between grid points).
     hull_grid = hull.on_grid(grid.shape[0], bound, binary_dilation(grid > floor, np.ones((3, 3, 3), dtype=bool)))
     _, peak_inside = render_grid(grid, bound, cameras, hull_grid=hull_grid)
-    inside_max = float(np.max(np.where(hull_grid > hull_mod.HULL_OPACITY, grid, 0.0)))
+    inside_max = float(np.max(np.where(hull_grid > HULL_OPACITY, grid, 0.0)))
     if inside_max <= floor or peak_inside.max() <= floor:
         return choice  # nothing inside the hull reaches the floor: carving would leave little or no surface
     carved = _level_from_peaks(peak_inside, opacity, inside_max, floor=floor)

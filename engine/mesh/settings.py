@@ -16,7 +16,6 @@ FORMATS = ("glb", "obj")
 SAMPLING = ("adaptive", "dense")
 ATLAS = ("fast", "xatlas-default")
 ALBEDO_SAMPLING = ("grid", "texel")
-CARVE = SILHOUETTE_CARVES  # engine/mesh/hull.py
 #: Default polygon budget (decimation target) per grid resolution: what the texture and a field's
 #: detail at that resolution can carry (docs/BENCHMARKS-export.md measures Chamfer and colour error
 #: against face count); more costs UV-atlas time (xatlas is superlinear in chart size).
@@ -98,8 +97,8 @@ class ExportSettings:
              f"mesh resolution must be an integer between 32 and 1024 (128-512 is typical), got {self.resolution!r}")
         need(self.iso is None or (isinstance(self.iso, (int, float)) and math.isfinite(self.iso) and self.iso > 0),
              f"iso must be a positive density (e.g. 10) or None for the default, got {self.iso!r}")
-        need(self.silhouette_carve in CARVE,
-             f"silhouette_carve must be one of {', '.join(CARVE)}, got {self.silhouette_carve!r}")
+        need(self.silhouette_carve in SILHOUETTE_CARVES,
+             f"silhouette_carve must be one of {', '.join(SILHOUETTE_CARVES)}, got {self.silhouette_carve!r}")
         need(is_int(self.texture_size) and 64 <= self.texture_size <= 8192,
              f"texture size must be an integer between 64 and 8192 pixels, got {self.texture_size!r}")
         need(self.target_faces is None or (is_int(self.target_faces) and self.target_faces >= 100),
