@@ -278,7 +278,10 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     hi = min(g.num_train_timesteps - 1, int(t_hi * g.num_train_timesteps))
     t = torch.randint(lo, hi + 1, (b,), generator=trainer.rng, device=trainer.rng.device).to(dev)
     noise = torch.randn(x.shape, generator=trainer.rng, device=trainer.rng.device).to(dev)
-    grad, _ = g.sds_gradient(x.detach(), t, noise, view.cond, view.uncond, trainer.guidance_scale, view.negatives,
+    scale = trainer.guidance_scale
+    if trainer.high_noise_guidance is not None:
+        scale = g.scale_per_sample(t, scale, *trainer.high_noise_guidance)
+    grad, _ = g.sds_gradient(x.detach(), t, noise, view.cond, view.uncond, scale, view.negatives,
                              view.negative_weights)
     grad = torch.nan_to_num(grad)
     clock.lap("unet_cfg")

@@ -45,6 +45,12 @@ class JobConfig:
     mlp_lr_scale: float = 1.0  # threestudio: one lr (0.01) for the grid and its MLP
     # SDS
     guidance_scale: float | None = None  # None: the model family's default (see guidance.default_guidance_scale)
+    # A different guidance for the high-noise timesteps t > high_noise_t (a share of the model's T);
+    # None: guidance_scale at every t. Strong guidance at high noise exaggerates what sets the prompt's
+    # object apart: the builtin prior's sphere comes out 1.17x too large, its cylinder too tall
+    # (docs/SDS_SHAPES.md, the SDS-force probe).
+    high_noise_guidance_scale: float | None = None
+    high_noise_t: float = 0.5
     # Settings typed ``float | str`` take a schedule: a number, or START->END@FROM:TO (engine/schedule.py).
     # The recipe per model family (engine/recipe.py, docs/RECIPE.md) sets most of what follows.
     t_min: float | str = 0.02
@@ -289,6 +295,10 @@ def validate(cfg: JobConfig) -> None:
     need(cfg.albedo_warmup >= 0, "albedo_warmup must be >= 0")
     need(-90 <= cfg.overhead_elevation <= 90, "overhead_elevation must lie in [-90, 90] degrees")
     need(cfg.guidance_scale is None or cfg.guidance_scale >= 0, "guidance scale must be >= 0 (the paper used 100)")
+    need(cfg.high_noise_guidance_scale is None or cfg.high_noise_guidance_scale >= 0,
+         f"high_noise_guidance_scale must be >= 0 (or none: guidance_scale at every t), got {cfg.high_noise_guidance_scale}")
+    need(0.0 < cfg.high_noise_t < 1.0,
+         f"high_noise_t is the share of the noise schedule above which high_noise_guidance_scale applies, in (0, 1), got {cfg.high_noise_t}")
     need(16 <= cfg.render_resolution <= 1024, "render resolution must be between 16 and 1024 pixels")
     need(4 <= cfg.samples_per_ray <= 1024, "samples per ray must be between 4 and 1024")
     need(cfg.normals in ("forward_difference", "finite_difference", "analytic"),

@@ -353,14 +353,15 @@ class Guidance:
         return latents.float() * self.vae.config.scaling_factor
 
     # --- SDS ----------------------------------------------------------------------------------------
-    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, scale: float,
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, scale: float | torch.Tensor,
                       negatives: torch.Tensor | None = None, negative_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Classifier-free guided ε̂ = ε_u + s (ε_c − ε_u) for a batch, from one U-Net call on
         [uncond; cond] (plus Perp-Neg's K negatives per sample, ``negatives`` (B, K, L, D) with
         ``negative_weights`` (B, K) <= 0: ε̂ = ε_u + s (e + Σ_k w_k (e_k − proj_e e_k)), e = ε_c − ε_u,
         e_k = ε_k − ε_u, as threestudio and stable-dreamfusion combine them).
 
-        s here is the paper's ω + 1: the paper writes ε̂ = (1 + ω) ε_c − ω ε_u."""
+        s here is the paper's ω + 1: the paper writes ε̂ = (1 + ω) ε_c − ω ε_u. ``scale``: one number,
+        or one per sample (B,)."""
         k = 0 if negatives is None else negatives.shape[1]
         with torch.no_grad():
             model_in = torch.cat([z_t] * (2 + k)).to(self.dtype)
@@ -377,6 +378,8 @@ class Guidance:
             for i in range(k):
                 w = negative_weights[:, i].to(delta).view(-1, 1, 1, 1)
                 delta = delta + w * perpendicular_component(eps[2 + i] - eps_u, eps[1] - eps_u)
+            if torch.is_tensor(scale):
+                scale = scale.to(delta).view(-1, *([1] * (delta.dim() - 1)))
             return eps_u + scale * delta
 
     def sds_loss(
@@ -389,8 +392,11 @@ class Guidance:
         generator: torch.Generator | None = None,
         negatives: torch.Tensor | None = None,
         negative_weights: torch.Tensor | None = None,
+        high_noise_guidance: tuple[float, float] | None = None,
     ) -> tuple[torch.Tensor, dict]:
-        """Surrogate loss whose gradient w.r.t. ``images`` is the SDS gradient; plus diagnostics."""
+        """Surrogate loss whose gradient w.r.t. ``images`` is the SDS gradient; plus diagnostics.
+        ``high_noise_guidance`` (t_from, scale): the samples drawn with t > t_from·T use that guidance
+        instead of ``guidance_scale``."""
         x = self.encode_images(images)
         b = x.shape[0]
         lo = max(1, int(t_range[0] * self.num_train_timesteps))
@@ -399,12 +405,20 @@ class Guidance:
         gen_device = generator.device if generator is not None else self.device
         t = torch.randint(lo, hi + 1, (b,), generator=generator, device=gen_device).to(self.device)
         noise = torch.randn(x.shape, generator=generator, device=gen_device).to(self.device)
+        if high_noise_guidance is not None:
+            t_from, high_scale = high_noise_guidance
+            guidance_scale = self.scale_per_sample(t, guidance_scale, t_from, high_scale)
         grad, w = self.sds_gradient(x.detach(), t, noise, cond, uncond, guidance_scale, negatives, negative_weights)
         grad = torch.nan_to_num(grad)
         target = (x - grad).detach()
         loss = 0.5 * F.mse_loss(x, target, reduction="sum") / b
         # Diagnostics stay device tensors: read them only when reporting.
         return loss, {"t": t.detach(), "grad_norm": grad.detach().norm() / b}
+
+    def scale_per_sample(self, t: torch.Tensor, scale: float, t_from: float, high_scale: float) -> torch.Tensor:
+        """(B,) guidance weights: ``high_scale`` where t > t_from·T, ``scale`` elsewhere."""
+        high = t > t_from * self.num_train_timesteps
+        return torch.where(high, torch.tensor(float(high_scale), device=t.device), torch.tensor(float(scale), device=t.device))
 
     def sds_gradient(self, x, t, noise, cond, uncond, guidance_scale, negatives=None, negative_weights=None):
         """w(t) (ε̂ − ε) for clean inputs x (latents or pixels), timesteps t and noise ε."""

@@ -29,7 +29,7 @@ FAMILY_CHANGES: dict[str, dict] = {
 
 # The settings docs/RECIPE.md's table covers with a config key (tests check the two agree).
 RECIPE_KEYS = (
-    "guidance_scale", "t_min", "t_max", "lr", "mlp_lr_scale", "background_lr_scale", "batch_size",
+    "guidance_scale", "high_noise_guidance_scale", "high_noise_t", "t_min", "t_max", "lr", "mlp_lr_scale", "background_lr_scale", "batch_size",
     "albedo_ratio", "shaded_ratio", "textureless_ratio", "albedo_warmup", "ambient", "hash_level_fraction",
     "elevation_min", "elevation_max", "uniform_sphere_rate", "distance_min", "distance_max", "focal_min", "focal_max",
     "overhead_elevation", "background", "random_background", "view_embedding", "perp_neg",

@@ -92,6 +92,8 @@ class Trainer:
         self.host_rng = random.Random(cfg.seed)  # host-side choices only (the shading mode of a step)
         self.step = 0
         self.guidance_scale = cfg.guidance_scale if cfg.guidance_scale is not None else guidance.default_guidance_scale()
+        self.high_noise_guidance = (None if cfg.high_noise_guidance_scale is None
+                                    else (cfg.high_noise_t, cfg.high_noise_guidance_scale))
         # Text embeddings once per view label (not per step), plus the unconditional/negative one; a
         # step picks (or blends) its views' rows of ``prompts.table`` on the device.
         self.prompts = ViewPrompts(guidance.encode_text, cfg.prompt, cfg.negative_prompt, mode=cfg.view_embedding,
@@ -225,7 +227,8 @@ class Trainer:
                      normal_samples=cfg.normal_samples, occupancy=self.occupancy, packer=self.packer)
         view = self.prompts.for_cameras(cams)
         sds, info = self.guidance.sds_loss(out.image, view.cond, view.uncond, self.guidance_scale, self.t_range(),
-                                           generator=self.rng, negatives=view.negatives, negative_weights=view.negative_weights)
+                                           generator=self.rng, negatives=view.negatives, negative_weights=view.negative_weights,
+                                           high_noise_guidance=self.high_noise_guidance)
         loss = sds
         for term in self.regularisers(out):
             loss = loss + term

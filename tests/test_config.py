@@ -32,6 +32,12 @@ def test_bad_prompts(prompt, match):
     (dict(normal_smooth_weight="smooth"), "normal_smooth_weight"), (dict(normal_smooth_jitter=0.0), "normal_smooth_jitter"),
     (dict(normal_smooth_jitter=-0.1), "normal_smooth_jitter"), (dict(normal_smooth_jitter=2.0), "normal_smooth_jitter"),
     (dict(normal_smooth_jitter=float("nan")), "normal_smooth_jitter"),
+    (dict(high_noise_guidance_scale=-1.0), "high_noise_guidance_scale"),
+    (dict(high_noise_guidance_scale=float("nan")), "high_noise_guidance_scale"),
+    (dict(high_noise_guidance_scale="weak"), "high_noise_guidance_scale"),
+    (dict(high_noise_t=0.0), "high_noise_t"), (dict(high_noise_t=1.0), "high_noise_t"),
+    (dict(high_noise_t=-0.5), "high_noise_t"), (dict(high_noise_t=float("nan")), "high_noise_t"),
+    (dict(high_noise_t="half"), "high_noise_t"),
 ])
 def test_bad_settings(overrides, match):
     with pytest.raises(ConfigError, match=match):

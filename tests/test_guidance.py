@@ -84,6 +84,36 @@ def test_sds_gradient_equals_weighted_noise_residual(pixel):
     assert cos > 0.9999
 
 
+def test_high_noise_guidance_applies_to_the_high_noise_samples_only(pixel):
+    # A batch of two: t = 300 (below high_noise_t = 0.5) keeps guidance 20, t = 800 gets 5.
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    t = torch.tensor([300, 800])
+    noise = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    cond, uncond = pixel.encode_text(["a red cube, front view"] * 2), pixel.encode_text([""] * 2)
+    scales = pixel.scale_per_sample(t, 20.0, 0.5, 5.0)
+    assert scales.tolist() == [20.0, 5.0]
+    mixed = pixel.sds_gradient(x, t, noise, cond, uncond, scales)[0]
+    for i, s in enumerate((20.0, 5.0)):
+        alone = pixel.sds_gradient(x[i:i + 1], t[i:i + 1], noise[i:i + 1], cond[i:i + 1], uncond[i:i + 1], s)[0]
+        assert torch.allclose(mixed[i:i + 1], alone, atol=1e-5)
+    assert not torch.allclose(mixed[1:], pixel.sds_gradient(x[1:], t[1:], noise[1:], cond[1:], uncond[1:], 20.0)[0])
+
+
+def test_sds_loss_with_high_noise_guidance_draws_the_same_t_and_noise(pixel):
+    # The option changes the guidance only: the same generator gives the same t, and a high-noise
+    # scale equal to the base scale gives the same loss as no option at all.
+    images = torch.rand(2, 3, 32, 32)
+    cond, uncond = pixel.encode_text(["a red cube, front view"] * 2), pixel.encode_text([""] * 2)
+    runs = {}
+    for key, option in (("off", None), ("same", (0.5, 20.0)), ("low", (0.0001, 0.0))):
+        loss, info = pixel.sds_loss(images, cond, uncond, 20.0, (0.02, 0.98), generator=torch.Generator().manual_seed(7),
+                                    high_noise_guidance=option)
+        runs[key] = (loss, info["t"])
+    assert torch.equal(runs["off"][1], runs["same"][1]) and torch.equal(runs["off"][1], runs["low"][1])
+    assert torch.allclose(runs["off"][0], runs["same"][0])
+    assert not torch.allclose(runs["off"][0], runs["low"][0])
+
+
 def test_guidance_weight_scales_the_conditional_term_linearly(pixel):
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     t = torch.tensor([500])
