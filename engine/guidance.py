@@ -417,8 +417,8 @@ class Guidance:
 
     def scale_per_sample(self, t: torch.Tensor, scale: float, t_from: float, high_scale: float) -> torch.Tensor:
         """(B,) guidance weights: ``high_scale`` where t > t_from·T, ``scale`` elsewhere."""
-        high = t > t_from * self.num_train_timesteps
-        return torch.where(high, torch.tensor(float(high_scale), device=t.device), torch.tensor(float(scale), device=t.device))
+        # Python scalars, not tensors built from them: no host-to-device copy inside a step.
+        return torch.where(t > t_from * self.num_train_timesteps, float(high_scale), float(scale))
 
     def sds_gradient(self, x, t, noise, cond, uncond, guidance_scale, negatives=None, negative_weights=None):
         """w(t) (ε̂ − ε) for clean inputs x (latents or pixels), timesteps t and noise ε."""
