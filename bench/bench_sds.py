@@ -289,8 +289,7 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     sds = 0.5 * F.mse_loss(x, target, reduction="sum") / b
     grad_norm = grad.detach().norm() / b
     # --- rest of train_step
-    orientation_term, opacity_term = trainer.regularisers(out)
-    reg = orientation_term + opacity_term
+    reg = sum(trainer.regularisers(out))  # 2-4 terms: the entropy and smoothness terms only when weighted
     loss = sds + reg
     trainer.optimizer.zero_grad(set_to_none=True)
     clock.lap("loss")

@@ -9,15 +9,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 
-def test_timed_step_matches_train_step_and_splits_add_up(tiny_latent_model, tmp_path):
+# The optional terms too: the entropy and normal-smoothness regularisers and the high-noise guidance.
+OPTIONAL = dict(entropy_weight=1.0, normal_smooth_weight=100.0, high_noise_guidance_scale=5.0)
+
+
+@pytest.mark.parametrize("extra", [{}, OPTIONAL], ids=["defaults", "optional_terms"])
+def test_timed_step_matches_train_step_and_splits_add_up(tiny_latent_model, tmp_path, extra):
     import bench_sds
 
-    overrides = dict(render_resolution=24, samples_per_ray=12, albedo_warmup=0, hash_log2_table=12)
+    overrides = dict(render_resolution=24, samples_per_ray=12, albedo_warmup=0, hash_log2_table=12, **extra)
     dev = torch.device("cpu")
     ref, _, _ = bench_sds.make_trainer(tiny_latent_model, "draft", dev, "fp32", "hashgrid", tmp_path / "a", **overrides)
     ref_stats = ref.train_step()
