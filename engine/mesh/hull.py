@@ -78,11 +78,18 @@ class SilhouetteHull:
     @staticmethod
     def carve_grid(grid: np.ndarray, iso: float, hull_grid: np.ndarray) -> np.ndarray:
         """The carved density (module docstring) on a sampled grid, given the hull opacity on it (``on_grid``)."""
-        return np.minimum(grid, (iso / HULL_OPACITY) * hull_grid).astype(np.float32)
+        return np.minimum(grid, _hull_cap(iso, hull_grid)).astype(np.float32)
 
     def carve(self, density_fn, iso: float):
         """A density function whose level set at ``iso`` is the carved surface."""
         def carved(x: torch.Tensor) -> torch.Tensor:
             # The exporter accepts (N,) or (N, 1) densities (grid._check_density): normalise before the min.
-            return torch.minimum(_check_density(density_fn(x), len(x)), (iso / HULL_OPACITY) * self.opacity_at(x))
+            return torch.minimum(_check_density(density_fn(x), len(x)), _hull_cap(iso, self.opacity_at(x)))
         return carved
+
+
+def _hull_cap(iso: float, hull_opacity):
+    """The carve's cap on the density: ``iso`` exactly where the hull opacity is HULL_OPACITY, so
+    the level set at ``iso`` of min(density, cap) is {density > iso} ∩ {hull opacity > HULL_OPACITY}
+    (numpy arrays or tensors)."""
+    return (iso / HULL_OPACITY) * hull_opacity
