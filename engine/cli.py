@@ -177,8 +177,12 @@ def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         cfg = runfolder.load_run_config(run_dir)
-        state = runfolder.load_checkpoint(run_dir)  # fail before loading a model if there is nothing to resume
-        changed = apply_resume_overrides(cfg, overrides, args, int(state["step"]))
+        if cfg.start_shape == "auto" and not (run_dir / runfolder.CHECKPOINT).is_file():
+            # Stopped while choosing its start shape (engine/start_shape.py): nothing trained yet, so it starts again.
+            changed = apply_resume_overrides(cfg, overrides, args, 0)
+        else:
+            state = runfolder.load_checkpoint(run_dir)  # fail before loading a model if there is nothing to resume
+            changed = apply_resume_overrides(cfg, overrides, args, int(state["step"]))
     else:
         if prompt is None:
             raise ConfigError("give a prompt, e.g. python -m engine generate \"a ceramic mug\", or --resume RUN_DIR")
@@ -211,7 +215,18 @@ def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
              guidance.family, guidance.latent_encoder or "none (pixel model)")
     from .train import Trainer
 
-    trainer = Trainer(cfg, run_dir, events, guidance, device, progress_bar=not args.no_progress)
+    def make_trainer(run_cfg):
+        return Trainer(run_cfg, run_dir, events, guidance, device, progress_bar=not args.no_progress)
+
+    if cfg.start_shape == "auto":
+        from .start_shape import choose_start_shape
+
+        trainer, cfg = choose_start_shape(cfg, make_trainer, events, cancel, run_dir)
+        # Recorded before the first checkpoint: resume and export rebuild the field with the shape chosen.
+        runfolder.save_run_config(run_dir, cfg)
+        log.info("start shape: %s", cfg.start_shape)
+    else:
+        trainer = make_trainer(cfg)
     trainer.cancel = cancel  # one flag from load to the end of export
     if state is not None:
         trainer.load_state_dict(state)

@@ -78,6 +78,11 @@ class JobConfig:
     # fades the core out once the field has formed an object, so it stops pulling the shape round and
     # filling holes; the negative shell outside stays (without it the field would fill with fog)
     blob_core: float | str = 1.0
+    # what the field starts from: ball (the blob above) | ring (a torus about +Y, for holed objects) |
+    # auto (each for start_probe_steps steps; the prior keeps the one it finds the prompt explains
+    # best, engine/start_shape.py). A few hundred SDS steps do not change the start's topology.
+    start_shape: str = "ball"
+    start_probe_steps: int = 50
     ambient: float = 0.1
     background: str = "learned"  # learned (paper: MLP on ray direction) | white (constant; for white-background priors)
     random_background: float = 0.5  # share of steps that composite over a random solid colour instead (stable-dreamfusion: 0.5)
@@ -338,6 +343,7 @@ SCHEDULE_FIELDS = frozenset(f.name for f in dataclasses.fields(JobConfig) if f.t
 VIEW_EMBEDDINGS = ("labels", "interpolate")
 SILHOUETTE_CARVES = ("auto", "on", "off")  # engine/mesh/hull.py
 ORIENTATION_AVERAGES = ("nonempty_rays", "all_rays")
+START_SHAPE_CHOICES = ("ball", "ring", "auto")  # engine/field.py START_SHAPES, plus auto (engine/start_shape.py)
 
 
 def validate_recipe_settings(cfg: JobConfig, need) -> None:
@@ -363,6 +369,13 @@ def validate_recipe_settings(cfg: JobConfig, need) -> None:
     need(0 < cfg.normal_smooth_jitter <= 0.5,
          f"normal_smooth_jitter is a distance in (0, 0.5] of the bound, got {cfg.normal_smooth_jitter}")
     schedule.check_range(cfg.blob_core, "blob_core", 0.0, 1.0)
+    need(cfg.start_shape in START_SHAPE_CHOICES,
+         f"start_shape must be one of {', '.join(START_SHAPE_CHOICES)}, got {cfg.start_shape!r}")
+    need(isinstance(cfg.start_probe_steps, int) and not isinstance(cfg.start_probe_steps, bool)
+         and cfg.start_probe_steps >= 1, f"start_probe_steps must be a whole number >= 1, got {cfg.start_probe_steps!r}")
+    need(cfg.start_shape != "auto" or cfg.start_probe_steps < cfg.steps,
+         f"start_shape auto tries each start shape for start_probe_steps={cfg.start_probe_steps} steps, which must be "
+         f"fewer than steps={cfg.steps}: lower start_probe_steps, or choose start_shape ball or ring")
     need(cfg.orientation_average in ORIENTATION_AVERAGES,
          f"orientation_average must be one of {', '.join(ORIENTATION_AVERAGES)}, got {cfg.orientation_average!r}")
     need(0.0 <= cfg.random_background <= 1.0, f"random_background is a share of steps in [0, 1], got {cfg.random_background}")

@@ -165,6 +165,13 @@ def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequentia
     return nn.Sequential(*mods)
 
 
+# The start shapes NeRFField knows (config start_shape also takes "auto": engine/start_shape.py).
+START_SHAPES = ("ball", "ring")
+# The ring start's centre-circle radius and tube radius, as shares of blob_radius (0.5: 0.35 and 0.2,
+# a ring as wide as the ball). Not the builtin prior's torus (0.4 / 0.15): docs/SDS_SHAPES.md.
+RING_MAJOR, RING_TUBE = 0.7, 0.4
+
+
 class NeRFField(nn.Module):
     """Density and albedo inside a sphere of radius ``bound``.
 
@@ -175,15 +182,24 @@ class NeRFField(nn.Module):
     the optimisation from a ball of radius ``blob_radius`` at the centre, so early gradients shape an
     object rather than empty space. It is *negative* outside that radius on purpose: a freshly
     initialised MLP outputs ~0, and softplus(0) = 0.69 everywhere would fill the whole bounding sphere
-    with fog (a Gaussian blob, which never goes below zero, does exactly that)."""
+    with fog (a Gaussian blob, which never goes below zero, does exactly that).
+
+    ``start_shape="ring"`` replaces the ball with a ring in the XZ plane (a torus about +Y): the same
+    linear form in the distance to the ring's centre circle, ``blob_density * (1 - d / tube)``. SDS in a
+    few hundred steps does not change the start's topology (docs/SDS_SHAPES.md), so a holed object needs
+    a holed start; engine/start_shape.py lets the prior choose between the two."""
 
     def __init__(self, bound: float = 1.0, encoding: str = "hashgrid", hidden_dim: int = 64,
                  hash_levels: int = 12, hash_log2_table: int = 16, blob_density: float = 10.0,
-                 blob_radius: float = 0.5, frequency_bands: int = 8, hash_max_resolution: int = 1024):
+                 blob_radius: float = 0.5, frequency_bands: int = 8, hash_max_resolution: int = 1024,
+                 start_shape: str = "ball"):
         super().__init__()
+        if start_shape not in START_SHAPES:
+            raise ValueError(f"start_shape must be one of {', '.join(START_SHAPES)}, got {start_shape!r}")
         self.bound = bound
         self.blob_density = blob_density
         self.blob_radius = blob_radius
+        self.start_shape = start_shape
         self.blob_core = 1.0  # share of the positive core kept (config blob_core, a schedule)
         if encoding == "hashgrid":
             self.encoding = HashGridEncoding(bound=bound, levels=hash_levels, log2_table=hash_log2_table,
@@ -205,8 +221,14 @@ class NeRFField(nn.Module):
             self.encoding.set_band_fraction(fraction)
 
     def blob(self, x: torch.Tensor) -> torch.Tensor:
-        r = torch.sqrt((x * x).sum(-1) + 1e-12)  # not x.norm(): finite gradient at the origin
-        b = self.blob_density * (1.0 - r / self.blob_radius)
+        if self.start_shape == "ring":
+            # distance to the ring's centre circle (radius RING_MAJOR x blob_radius, in the XZ plane)
+            rxz = torch.sqrt(x[..., 0] ** 2 + x[..., 2] ** 2 + 1e-12)
+            d = torch.sqrt((rxz - RING_MAJOR * self.blob_radius) ** 2 + x[..., 1] ** 2 + 1e-12)
+            b = self.blob_density * (1.0 - d / (RING_TUBE * self.blob_radius))
+        else:
+            r = torch.sqrt((x * x).sum(-1) + 1e-12)  # not x.norm(): finite gradient at the origin
+            b = self.blob_density * (1.0 - r / self.blob_radius)
         if self.blob_core == 1.0:
             return b
         # A fading core: inside blob_radius only a share is left; the negative shell keeps empty space empty.

@@ -364,16 +364,7 @@ class Guidance:
         or one per sample (B,)."""
         k = 0 if negatives is None else negatives.shape[1]
         with torch.no_grad():
-            model_in = torch.cat([z_t] * (2 + k)).to(self.dtype)
-            tt = torch.cat([t] * (2 + k))
-            embs = [uncond, cond] + [negatives[:, i] for i in range(k)]
-            emb = torch.cat(embs).to(self.dtype)
-            out = self.unet(model_in, tt, encoder_hidden_states=emb).sample.float()
-            out = out[:, : z_t.shape[1]]  # learned-variance models (IF) output 2x channels
-            if self.prediction_type == "v_prediction":
-                a = self.alphas_cumprod[tt].view(-1, 1, 1, 1)
-                out = a.sqrt() * out + (1 - a).sqrt() * torch.cat([z_t] * (2 + k)).float()
-            eps = out.chunk(2 + k)
+            eps = self.noise_predictions(z_t, t, [uncond, cond] + [negatives[:, i] for i in range(k)])
             eps_u, delta = eps[0], eps[1] - eps[0]
             for i in range(k):
                 w = negative_weights[:, i].to(delta).view(-1, 1, 1, 1)
@@ -381,6 +372,20 @@ class Guidance:
             if torch.is_tensor(scale):
                 scale = scale.to(delta).view(-1, *([1] * (delta.dim() - 1)))
             return eps_u + scale * delta
+
+    @torch.no_grad()
+    def noise_predictions(self, z_t: torch.Tensor, t: torch.Tensor, embeddings: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The model's ε for one batch z_t under each of ``embeddings`` (each (B, L, D)), from one U-Net
+        call; v-prediction models' output converted to ε."""
+        n = len(embeddings)
+        model_in = torch.cat([z_t] * n).to(self.dtype)
+        tt = torch.cat([t] * n)
+        out = self.unet(model_in, tt, encoder_hidden_states=torch.cat(embeddings).to(self.dtype)).sample.float()
+        out = out[:, : z_t.shape[1]]  # learned-variance models (IF) output 2x channels
+        if self.prediction_type == "v_prediction":
+            a = self.alphas_cumprod[tt].view(-1, 1, 1, 1)
+            out = a.sqrt() * out + (1 - a).sqrt() * torch.cat([z_t] * n).float()
+        return out.chunk(n)
 
     def sds_loss(
         self,

@@ -36,6 +36,7 @@ def build_field(cfg: JobConfig) -> tuple[NeRFField, BackgroundField]:
         bound=cfg.bound, encoding=cfg.encoding, hidden_dim=cfg.hidden_dim, hash_levels=cfg.hash_levels,
         hash_log2_table=cfg.hash_log2_table, blob_density=cfg.blob_density, blob_radius=cfg.blob_radius,
         frequency_bands=cfg.frequency_bands, hash_max_resolution=cfg.hash_max_resolution,
+        start_shape=cfg.start_shape,
     )
     return field, BackgroundField(fixed=cfg.background)
 
