@@ -38,6 +38,11 @@ def test_bad_prompts(prompt, match):
     (dict(high_noise_t=0.0), "high_noise_t"), (dict(high_noise_t=1.0), "high_noise_t"),
     (dict(high_noise_t=-0.5), "high_noise_t"), (dict(high_noise_t=float("nan")), "high_noise_t"),
     (dict(high_noise_t="half"), "high_noise_t"),
+    (dict(start_shape="cube"), "start_shape must be one of ball, ring, auto"), (dict(start_shape=""), "start_shape"),
+    (dict(start_probe_steps=0), "start_probe_steps"),
+    (dict(start_probe_steps=-5), "start_probe_steps"), (dict(start_probe_steps=2.5), "start_probe_steps"),
+    (dict(start_probe_steps="ten"), "start_probe_steps"), (dict(start_probe_steps=True), "start_probe_steps"),
+    (dict(start_shape="auto", steps=50, start_probe_steps=50), "fewer than steps=50"),
 ])
 def test_bad_settings(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -58,6 +63,9 @@ def test_set_option_parsing():
         parse_set_option("nope=1")
     with pytest.raises(ConfigError, match="cannot read"):
         parse_set_option("steps=many")
+    assert parse_set_option("start_shape=ring") == ("start_shape", "ring")
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse_set_option("start_probe_steps=some")
 
 
 def test_field_settings_reach_the_field():
@@ -67,6 +75,10 @@ def test_field_settings_reach_the_field():
     assert field.encoding.output_dim == 3 * (2 * 5 + 1)
     field, _ = build_field(build_config("draft", prompt="a mug", hash_levels=4, hash_max_resolution=128, hash_log2_table=12))
     assert field.encoding.resolutions.tolist() == [16, 32, 64, 128]
+    field, _ = build_field(build_config("draft", prompt="a mug", start_shape="ring"))
+    assert field.start_shape == "ring"
+    with pytest.raises(ValueError, match="ball, ring"):  # "auto" is resolved before a field is built
+        build_field(build_config("draft", prompt="a mug", start_shape="auto"))
 
 
 def test_band_schedule_reaches_the_field():
