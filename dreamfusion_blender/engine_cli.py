@@ -63,6 +63,7 @@ class GenerateRequest:
     seed: int | None = None
     steps: int | None = None
     guidance_scale: float | None = None
+    start_shape: str | None = None  # ball | ring | auto (engine config start_shape); None: the model's default
     texture_size: int | None = None
     mesh_resolution: int | None = None
     target_faces: int | None = None
@@ -102,6 +103,7 @@ def asset_options(req: GenerateRequest) -> list[str]:
     _opt(argv, "--steps", req.steps)
     if req.guidance_scale is not None and req.guidance_scale > 0:
         argv.append(f"--guidance-scale={req.guidance_scale}")
+    _opt(argv, "--set", req.start_shape and f"start_shape={req.start_shape}")
     _opt(argv, "--texture-size", req.texture_size)
     _opt(argv, "--mesh-resolution", req.mesh_resolution)
     _opt(argv, "--target-faces", req.target_faces)

@@ -30,7 +30,7 @@ TERMINAL = ("done", "cancelled", "failed")
 @dataclass
 class RunState:
     status: str = "starting"  # starting | running | done | cancelled | failed
-    stage: str = ""  # load | train | export
+    stage: str = ""  # load | start shape | train | export
     step: int = 0
     total: int = 0
     loss: float | None = None

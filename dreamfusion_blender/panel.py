@@ -66,6 +66,7 @@ class VIEW3D_PT_dreamfusion(bpy.types.Panel):
         row.operator(operators.DREAMFUSION_OT_randomize_seed.bl_idname, text="", icon="FILE_REFRESH")
         col.prop(p, "steps")
         col.prop(p, "guidance_scale")
+        col.prop(p, "start_shape")
         col.prop(p, "texture_size")
         col.prop(p, "mesh_resolution")
         col.prop(p, "target_faces")

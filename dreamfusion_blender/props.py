@@ -11,6 +11,15 @@ PRESETS = [
 ]
 
 
+# DEFAULT = the model's own choice (the builtin prior: auto; Stable Diffusion and IF: ball); engine/start_shape.py.
+START_SHAPES = [
+    ("DEFAULT", "Model default", "What the model recommends (the builtin prior tries both; hub models start from a ball)"),
+    ("auto", "Auto", "Train a ball and a ring for a few steps each and keep the one the model prefers for the prompt"),
+    ("ball", "Ball", "Start from a ball at the centre (the DreamFusion papers' start): solid objects"),
+    ("ring", "Ring", "Start from a ring about the up axis: objects with a hole (a donut, a ring, a tyre)"),
+]
+
+
 class DreamFusionSettings(bpy.types.PropertyGroup):
     prompt: bpy.props.StringProperty(name="Prompt", description="What to make, e.g. 'a ceramic mug'")
     negative_prompt: bpy.props.StringProperty(name="Negative", description="What to avoid (optional)")
@@ -20,6 +29,8 @@ class DreamFusionSettings(bpy.types.PropertyGroup):
     steps: bpy.props.IntProperty(name="Steps", default=0, min=0, max=1_000_000, description="0: the preset's number")
     guidance_scale: bpy.props.FloatProperty(name="Guidance", default=0.0, min=0.0, max=1000.0,
                                             description="Classifier-free guidance weight; 0: the model's default (paper: 100)")
+    start_shape: bpy.props.EnumProperty(name="Start shape", items=START_SHAPES, default="DEFAULT",
+                                        description="What the 3D field starts from; a short run does not change its topology")
     texture_size: bpy.props.IntProperty(name="Texture", default=0, min=0, max=8192, description="Texture size in pixels; 0: preset")
     mesh_resolution: bpy.props.IntProperty(name="Mesh resolution", default=0, min=0, max=1024,
                                            description="Marching-cubes grid size; 0: preset")

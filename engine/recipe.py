@@ -34,7 +34,7 @@ RECIPE_KEYS = (
     "elevation_min", "elevation_max", "uniform_sphere_rate", "distance_min", "distance_max", "focal_min", "focal_max",
     "overhead_elevation", "background", "random_background", "view_embedding", "perp_neg",
     "orientation_weight", "orientation_average", "opacity_weight", "entropy_weight", "blob_density", "blob_radius",
-    "blob_core", "normal_smooth_weight", "normal_smooth_jitter", "normals",
+    "blob_core", "start_shape", "start_probe_steps", "normal_smooth_weight", "normal_smooth_jitter", "normals",
 )
 
 
@@ -60,6 +60,10 @@ def resolve(cfg: JobConfig, family: str, recommended: dict | None = None, explic
     applied = {k: v for k, v in changes.items() if k not in explicit}
     for key, value in applied.items():
         setattr(cfg, key, value)
+    if applied.get("start_shape") == "auto" and cfg.steps <= cfg.start_probe_steps:
+        # The model's "auto" needs more steps than its probe; a shorter run (a quick try) starts from the ball.
+        # Asked for explicitly, the same combination is refused by validate().
+        cfg.start_shape = applied["start_shape"] = "ball"
     validate(cfg)
     log.info("recipe for a %s model applied: %s", family, applied)
     return applied

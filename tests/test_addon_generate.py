@@ -205,3 +205,20 @@ def test_bad_model_path_reports_the_engines_message(setup, tmp_path):
     assert "no-such-model" in st.message
     assert st.message in bpy.context.scene.dreamfusion.last_status
     assert _df_objects() == []
+
+
+def test_the_start_shape_setting_reaches_the_engine(setup):
+    """The panel's Start shape: "Model default" passes nothing (the model's dreamfusion.json decides);
+    a choice becomes the engine's --set start_shape, before the user's advanced settings (which win)."""
+    from dreamfusion_blender import engine_cli
+
+    scene = bpy.context.scene
+    req = runner.request_from_scene(scene)
+    assert scene.dreamfusion.start_shape == "DEFAULT" and req.start_shape is None
+    assert not any("start_shape=" in a for a in engine_cli.generate_argv("py", req))
+    scene.dreamfusion.start_shape = "ring"
+    argv = engine_cli.generate_argv("py", runner.request_from_scene(scene))
+    assert "--set=start_shape=ring" in argv
+    extra = engine_cli.GenerateRequest(prompt="x", out="o", start_shape="ring", extra=("--set", "start_shape=ball"))
+    argv = engine_cli.generate_argv("py", extra)
+    assert argv.index("--set=start_shape=ring") < argv.index("start_shape=ball")  # the later --set wins

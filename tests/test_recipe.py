@@ -96,6 +96,23 @@ def test_builtin_prior_keeps_its_measured_settings():
         assert getattr(cfg, key) == getattr(JobConfig(), key), key
 
 
+def test_a_short_run_of_the_builtin_prior_starts_from_the_ball():
+    """The prior recommends start_shape auto with a 50-step probe: a run of 50 steps or fewer (a quick
+    try, the tests' tiny runs) starts from the ball instead; asked for explicitly, auto is refused."""
+    recommended = json.loads((ROOT / "engine" / "priors" / "shapes" / "dreamfusion.json").read_text())
+    assert recommended["defaults"]["start_shape"] == "auto"
+    cfg = build_config("standard", prompt="a red cube", model="builtin:shapes", steps=51)
+    resolve(cfg, "pixel", recommended, explicit={"steps"})
+    assert cfg.start_shape == "auto"
+    cfg = build_config("standard", prompt="a red cube", model="builtin:shapes", steps=50)
+    applied = resolve(cfg, "pixel", recommended, explicit={"steps"})
+    assert cfg.start_shape == "ball" and applied["start_shape"] == "ball"
+    cfg = build_config("standard", prompt="a red cube", model="builtin:shapes", steps=50)
+    cfg.start_shape = "auto"
+    with pytest.raises(ConfigError, match="fewer than steps=50"):
+        resolve(cfg, "pixel", recommended, explicit={"steps", "start_shape"})
+
+
 @pytest.mark.parametrize("overrides, match", [
     (dict(random_background=1.5), "random_background"), (dict(random_background=-0.1), "random_background"),
     (dict(uniform_sphere_rate=2.0), "uniform_sphere_rate"), (dict(background_lr_scale=0.0), "background_lr_scale"),

@@ -107,9 +107,10 @@ def test_cli_auto_records_the_chosen_shape_and_resume_restarts_an_unchosen_run(t
 
 def test_the_builtin_prior_chooses_the_ring_for_a_torus(tmp_path):
     """The shipped prior with its own settings (dreamfusion.json: start_shape auto, 50 probe steps):
-    "a red torus" keeps the ring. Measured (docs/SDS_SHAPES.md): gains ball -2.8e-3, ring -0.5e-3 on
-    seed 0; a prompt-blind choice, a sign error in the gain or a scorer that ignores the text fails
-    this. ~10 s of CPU (2 x 50 albedo steps at 32 px)."""
+    "a red torus" keeps the ring. Measured (docs/SDS_SHAPES.md): gains ball -2.20e-3, ring +0.11e-3 on
+    seed 0 (the cube, in tests/test_sds_shapes.py, keeps the ball: -0.57e-3 vs -1.79e-3); a choice
+    blind to the prompt, a sign error in the gain or a scorer that ignores the text fails this.
+    ~8 s of CPU (2 x 50 albedo steps at 32 px, two probes)."""
     from engine.recipe import resolve
 
     guidance = Guidance("builtin:shapes", CPU, torch.float32, offline=True)

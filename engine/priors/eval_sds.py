@@ -47,7 +47,7 @@ def score_run(run_dir: Path, prompt: str) -> dict:
     iso, surface = exported_surface(field, cfg, meta)
     scores = score_field(field, background.eval(), prompt, iso=iso, bound=cfg.bound, mesh=(mesh.vertices, mesh.faces),
                          surface_density=surface).to_json()
-    scores.update(prompt=prompt, iso=iso, run_dir=str(run_dir), glb=str(asset / "asset.glb"))
+    scores.update(prompt=prompt, iso=iso, run_dir=str(run_dir), glb=str(asset / "asset.glb"), start_shape=cfg.start_shape)
     return scores
 
 
@@ -84,11 +84,11 @@ def run_and_score(prompt: str, steps: int | None, seed: int, runs_dir: Path, ext
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = ("| prompt | seed | steps | time (s) | vol. IoU in place / norm. | best-matching shape (norm. / in place) "
+    head = ("| prompt | seed | steps | time (s) | start | vol. IoU in place / norm. | best-matching shape (norm. / in place) "
             "| silhouette IoU | normal consistency | area within a voxel | colour error | nearest colour |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
-        f"| {r['prompt']} | {r['seed']} | {r['steps']} | {r['seconds']} | {r['volume_iou']:.3f} / {r['volume_iou_normalised']:.3f} "
+        f"| {r['prompt']} | {r['seed']} | {r['steps']} | {r['seconds']} | {r.get('start_shape', 'ball')} | {r['volume_iou']:.3f} / {r['volume_iou_normalised']:.3f} "
         f"| {r['predicted_shape']} / {r['predicted_shape_in_place']} | {r['silhouette_iou']:.3f} "
         f"| {r['normal_consistency']:.3f} | {r['surface_within_voxel']:.3f} | {r['colour_error']:.3f} | {r['predicted_colour']} |\n"
         for r in rows
