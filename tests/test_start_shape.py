@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from engine import start_shape
+from engine import cli, start_shape
 from engine.cancel import CancelFlag
 from engine.config import build_config
 from engine.errors import Cancelled
@@ -17,7 +17,7 @@ from engine.field import NeRFField
 from engine.guidance import Guidance
 from engine.protocol import EventStream
 from engine.train import Trainer
-from test_cli import only_run_dir, run_engine, stdout_events
+from test_cli import only_run_dir
 
 CPU = torch.device("cpu")
 
@@ -79,18 +79,22 @@ def test_a_cancel_while_choosing_stops_before_any_checkpoint(tiny_pixel_model, t
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_cli_auto_records_the_chosen_shape_and_resume_restarts_an_unchosen_run(tiny_pixel_model, tmp_path, fast_args):
+def test_cli_auto_records_the_chosen_shape_and_resume_restarts_an_unchosen_run(tiny_pixel_model, tmp_path, fast_args,
+                                                                             monkeypatch):
+    # The plumbing, not the choice: a smaller probe (the random-weight model's attention at 32 px is slow).
+    monkeypatch.setattr(start_shape, "PROBE_VIEWS", 2)
+    monkeypatch.setattr(start_shape, "PROBE_T", (0.5,))
     args = list(fast_args)
     args[args.index("--steps") + 1] = "4"
     out = tmp_path / "runs"
-    done = run_engine("generate", "a red cube", "--out", str(out), "--model", str(tiny_pixel_model), "--json-events",
-                      "--no-export", "--set", "start_shape=auto", "--set", "start_probe_steps=2", *args)
-    assert done.returncode == 0, done.stderr[-3000:]
-    events = stdout_events(done.stdout)
+    assert cli.main(["generate", "a red cube", "--out", str(out), "--model", str(tiny_pixel_model), "--no-export",
+                     "--set", "start_shape=auto", "--set", "start_probe_steps=2", *args]) == 0
+    run_dir = only_run_dir(out)
+    events = _events(run_dir)
     choice = next(e for e in events if e["event"] == "start_shape")
     assert set(choice["gains"]) == {"ball", "ring"} and choice["probe_steps"] == 2
     assert all(isinstance(g, float) for g in choice["gains"].values())
-    run_dir = only_run_dir(out)
+    assert [e["step"] for e in events if e["event"] == "progress" and e["stage"] == "start shape"] == [4]
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["start_shape"] == choice["chosen"]
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == 4
@@ -98,11 +102,14 @@ def test_cli_auto_records_the_chosen_shape_and_resume_restarts_an_unchosen_run(t
     cfg["start_shape"] = "auto"
     (run_dir / "config.json").write_text(json.dumps(cfg))
     os.remove(run_dir / "checkpoints" / "last.pt")
-    resumed = run_engine("generate", "--resume", str(run_dir), "--json-events", "--no-progress")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert any(e["event"] == "start_shape" for e in stdout_events(resumed.stdout))
+    assert cli.main(["generate", "--resume", str(run_dir), "--no-progress"]) == 0
+    assert sum(e["event"] == "start_shape" for e in _events(run_dir)) == 2
     assert json.loads((run_dir / "config.json").read_text())["start_shape"] == choice["chosen"]
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == 4
+
+
+def _events(run_dir):
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
 
 
 def test_the_builtin_prior_chooses_the_ring_for_a_torus(tmp_path):
