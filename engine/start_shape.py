@@ -26,10 +26,10 @@ from .render import render
 log = logging.getLogger("engine")
 
 # The probe's fixed orbit and noise levels: 8 views (elevation 15° and 45° in turn), noise levels
-# t = 0.4-0.8 of the schedule, 2 draws each (10 U-Net calls on 16 images; 4 draws chose the same). Mid-to-high noise is where the model's prediction depends
-# on the object's overall shape; at t <= 0.3 it depends on fine detail a 50-step field does not have
-# yet, and there the gain picked the wrong start for 4 of 20 builtin-prior runs (docs/SDS_SHAPES.md,
-# "Choosing the start shape"), at t = 0.9 for 4 too.
+# t = 0.4-0.8 of the schedule, 2 draws each (10 U-Net calls on 16 images; 4 draws chose the same).
+# Mid-to-high noise is where the model's prediction depends on the object's overall shape; at
+# t <= 0.3 it depends on fine detail a 50-step field does not have yet, and there the gain picked the
+# wrong start for 4-6 of 20 builtin-prior fields, at t = 0.9 for 4 (docs/SDS_SHAPES.md, the fifth round).
 PROBE_VIEWS = 8
 PROBE_ELEVATIONS = (15.0, 45.0)
 PROBE_T = (0.4, 0.5, 0.6, 0.7, 0.8)
