@@ -3,6 +3,7 @@ randomise seed, memory-fit preset, and the model manager's download."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 
@@ -14,6 +15,19 @@ from .jobs import MANAGER, Busy, Job
 
 def _checkpoint_exists(run_dir: str) -> bool:
     return bool(run_dir) and os.path.isfile(os.path.join(bpy.path.abspath(run_dir), "checkpoints", "last.pt"))
+
+
+def _resumable(run_dir: str) -> bool:
+    """A checkpoint, or a run stopped while choosing its start shape (config still "auto", nothing
+    trained yet), which --resume starts again in its folder."""
+    if _checkpoint_exists(run_dir):
+        return True
+    config = os.path.join(bpy.path.abspath(run_dir), "config.json") if run_dir else ""
+    try:
+        with open(config, encoding="utf-8") as f:
+            return json.load(f).get("start_shape") == "auto"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class _JobOperator:
@@ -198,7 +212,7 @@ class DREAMFUSION_OT_resume(_JobOperator, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return not MANAGER.busy and _checkpoint_exists(context.scene.dreamfusion.last_run_dir)
+        return not MANAGER.busy and _resumable(context.scene.dreamfusion.last_run_dir)
 
     def start(self, context):
         return runner.start_resume(context.scene, bpy.path.abspath(context.scene.dreamfusion.last_run_dir))

@@ -219,9 +219,16 @@ def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
         return Trainer(run_cfg, run_dir, events, guidance, device, progress_bar=not args.no_progress)
 
     if cfg.start_shape == "auto":
+        from .errors import OutOfMemory
         from .start_shape import choose_start_shape
+        from .train import OOM_ADVICE, is_oom
 
-        trainer, cfg = choose_start_shape(cfg, make_trainer, events, cancel, run_dir)
+        try:
+            trainer, cfg = choose_start_shape(cfg, make_trainer, events, cancel, run_dir)
+        except RuntimeError as exc:  # as Trainer.run does: the same advice when the probe runs out of memory
+            if is_oom(exc):
+                raise OutOfMemory(OOM_ADVICE) from exc
+            raise
         # Recorded before the first checkpoint: resume and export rebuild the field with the shape chosen.
         runfolder.save_run_config(run_dir, cfg)
         log.info("start shape: %s", cfg.start_shape)

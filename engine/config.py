@@ -375,7 +375,8 @@ def validate_recipe_settings(cfg: JobConfig, need) -> None:
          and cfg.start_probe_steps >= 1, f"start_probe_steps must be a whole number >= 1, got {cfg.start_probe_steps!r}")
     need(cfg.start_shape != "auto" or cfg.start_probe_steps < cfg.steps,
          f"start_shape auto tries each start shape for start_probe_steps={cfg.start_probe_steps} steps, which must be "
-         f"fewer than steps={cfg.steps}: lower start_probe_steps, or choose start_shape ball or ring")
+         f"fewer than steps={cfg.steps}: give more steps or a smaller start_probe_steps (or, for a new run, "
+         f"start_shape ball or ring)")
     need(cfg.orientation_average in ORIENTATION_AVERAGES,
          f"orientation_average must be one of {', '.join(ORIENTATION_AVERAGES)}, got {cfg.orientation_average!r}")
     need(0.0 <= cfg.random_background <= 1.0, f"random_background is a share of steps in [0, 1], got {cfg.random_background}")

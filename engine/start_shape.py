@@ -34,13 +34,21 @@ PROBE_VIEWS = 8
 PROBE_ELEVATIONS = (15.0, 45.0)
 PROBE_T = (0.4, 0.5, 0.6, 0.7, 0.8)
 PROBE_DRAWS = 2
+PROBE_CHUNK = 2  # views rendered, encoded and denoised at a time: the probe's memory stays near a training step's
 
 
 @torch.no_grad()
 def prompt_gain(trainer, seed: int) -> float:
     """How much the run's prompt helps the model denoise renders of the trainer's field: the mean of
     ‖ε_u − ε‖² − ‖ε_c − ε‖² over a fixed orbit, noise levels and draws (higher: the renders look
-    more like the prompt to the model). Same ``seed``, same cameras, lights and noise for every field."""
+    more like the prompt to the model). Same ``seed``, same cameras, lights and noise for every field.
+    torch's global generators are left as they were (a VAE encoder samples from them)."""
+    with torch.random.fork_rng(devices=_cuda_devices(trainer.device)):
+        torch.manual_seed(seed)  # a VAE's posterior sample: the same for every field
+        return _prompt_gain(trainer, seed)
+
+
+def _prompt_gain(trainer, seed: int) -> float:
     cfg, guidance, device = trainer.cfg, trainer.guidance, trainer.device
     gen = torch.Generator(device=device).manual_seed(seed)
     n = PROBE_VIEWS
@@ -51,9 +59,12 @@ def prompt_gain(trainer, seed: int) -> float:
     lights = sample_light_positions(cams, gen)
     # The shading the run trains with at this step: albedo during the warm-up, shaded after it.
     shading = "albedo" if trainer.step < cfg.albedo_warmup else "shaded"
-    out = render(trainer.field, trainer.background, cams, cfg.render_resolution, cfg.samples_per_ray, shading=shading,
-                 light_positions=lights, ambient=cfg.ambient, generator=gen, perturb=False, normals=cfg.normals)
-    x = guidance.encode_images(out.image)
+    chunks = [slice(i, min(i + PROBE_CHUNK, n)) for i in range(0, n, PROBE_CHUNK)]
+    x = torch.cat([
+        guidance.encode_images(render(trainer.field, trainer.background, cams[c], cfg.render_resolution, cfg.samples_per_ray,
+                                      shading=shading, light_positions=lights[c], ambient=cfg.ambient, generator=gen,
+                                      perturb=False, normals=cfg.normals).image)
+        for c in chunks])
     view = trainer.prompts.for_cameras(cams)
     total = torch.zeros((), device=device)
     for frac in PROBE_T:
@@ -62,9 +73,25 @@ def prompt_gain(trainer, seed: int) -> float:
         for _ in range(PROBE_DRAWS):
             noise = torch.randn(x.shape, generator=gen, device=device)
             z_t = a.sqrt() * x + (1 - a).sqrt() * noise
-            eps_u, eps_c = guidance.noise_predictions(z_t, t, [view.uncond, view.cond])
-            total += ((eps_u - noise) ** 2).mean() - ((eps_c - noise) ** 2).mean()
-    return float(total) / (len(PROBE_T) * PROBE_DRAWS)
+            for c in chunks:
+                eps_u, eps_c = guidance.noise_predictions(z_t[c], t[c], [view.uncond[c], view.cond[c]])
+                total += (((eps_u - noise[c]) ** 2).sum() - ((eps_c - noise[c]) ** 2).sum()) / noise[0].numel()
+    return float(total) / (n * len(PROBE_T) * PROBE_DRAWS)
+
+
+def _cuda_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+def _global_rng_state(device: torch.device):
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(i) for i in _cuda_devices(device)]
+
+
+def _set_global_rng_state(device: torch.device, state) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    for i, s in zip(_cuda_devices(device), cuda):
+        torch.cuda.set_rng_state(s, i)
 
 
 def choose_start_shape(cfg, make_trainer, events, cancel, run_dir):
@@ -87,18 +114,22 @@ def choose_start_shape(cfg, make_trainer, events, cancel, run_dir):
                 raise Cancelled(f"cancelled while choosing the start shape, before any checkpoint; "
                                 f"--resume {run_dir} starts the run again")
             trainer.train_step()
+            # Trainer.run's per-step bookkeeping: non-finite steps, packing capacities (accelerators).
+            trainer.guard.poll(trainer.step, force=j == k - 1)
+            trainer.poll_packing(force=j == k - 1)
             done = i * k + j + 1
             if done == total or done % 10 == 0:
                 events.emit("progress", stage="start shape", step=done, total=total, loss=None, elapsed_s=None, eta_s=None)
-        trainer.guard.poll(trainer.step, force=True)  # a probe's skipped (non-finite) steps are reported too
+        # torch's global generators as this start's steps left them (a VAE encoder samples from them; the
+        # next Trainer reseeds them): the winner goes on with its own, so a kept ball is the plain ball run.
+        rng_state = _global_rng_state(trainer.device)
         gains[shape] = prompt_gain(trainer, cfg.seed)
         log.info("start shape %s: prompt gain %.4g after %d steps", shape, gains[shape], k)
         if best is None or gains[shape] > gains[best[0]]:  # a tie keeps the earlier (the ball)
-            # torch's global generator as this candidate left it: the winner goes on with its own
-            best = (shape, trainer, shape_cfg, torch.get_rng_state())
+            best = (shape, trainer, shape_cfg, rng_state)
         else:
             del trainer
     shape, trainer, shape_cfg, rng_state = best
-    torch.set_rng_state(rng_state)
+    _set_global_rng_state(trainer.device, rng_state)
     events.emit("start_shape", chosen=shape, gains={s: round(g, 7) for s, g in gains.items()}, probe_steps=k)
     return trainer, shape_cfg

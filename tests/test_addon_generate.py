@@ -222,3 +222,20 @@ def test_the_start_shape_setting_reaches_the_engine(setup):
     extra = engine_cli.GenerateRequest(prompt="x", out="o", start_shape="ring", extra=("--set", "start_shape=ball"))
     argv = engine_cli.generate_argv("py", extra)
     assert argv.index("--set=start_shape=ring") < argv.index("start_shape=ball")  # the later --set wins
+
+
+def test_resume_is_offered_for_a_run_stopped_while_choosing_its_start_shape(setup, tmp_path):
+    """No checkpoint yet, config.json still "auto": the engine's --resume starts it again, so the panel
+    offers Resume; a run without a checkpoint otherwise has nothing to resume."""
+    import json
+
+    run = tmp_path / "a-torus-run"
+    run.mkdir()
+    p = bpy.context.scene.dreamfusion
+    p.last_run_dir = str(run)
+    (run / "config.json").write_text(json.dumps({"prompt": "a red torus", "start_shape": "auto"}))
+    assert bpy.ops.dreamfusion.resume.poll()
+    (run / "config.json").write_text(json.dumps({"prompt": "a red torus", "start_shape": "ring"}))
+    assert not bpy.ops.dreamfusion.resume.poll()
+    (run / "config.json").write_text("not json")
+    assert not bpy.ops.dreamfusion.resume.poll()
