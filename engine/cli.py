@@ -219,16 +219,11 @@ def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
         return Trainer(run_cfg, run_dir, events, guidance, device, progress_bar=not args.no_progress)
 
     if cfg.start_shape == "auto":
-        from .errors import OutOfMemory
         from .start_shape import choose_start_shape
-        from .train import OOM_ADVICE, is_oom
+        from .train import out_of_memory_as_engine_error
 
-        try:
+        with out_of_memory_as_engine_error():  # the probe trains too: the same advice as Trainer.run's
             trainer, cfg = choose_start_shape(cfg, make_trainer, events, cancel, run_dir)
-        except RuntimeError as exc:  # as Trainer.run does: the same advice when the probe runs out of memory
-            if is_oom(exc):
-                raise OutOfMemory(OOM_ADVICE) from exc
-            raise
         # Recorded before the first checkpoint: resume and export rebuild the field with the shape chosen.
         runfolder.save_run_config(run_dir, cfg)
         log.info("start shape: %s", cfg.start_shape)
@@ -257,20 +252,15 @@ def load_guidance(cfg, device, dtype, cancel: CancelFlag, events: EventStream, r
     from . import runfolder
     from .guidance import Guidance
 
+    from .train import out_of_memory_as_engine_error
+
     try:
-        with cancel.interruptible():
+        with cancel.interruptible(), out_of_memory_as_engine_error():
             return Guidance(cfg.model, device, dtype, offline=cfg.offline, latent_encoder=cfg.latent_encoder)
     except Cancelled:
         # A new run has no folder yet; a resumed one keeps its folder and checkpoint untouched.
         events.emit("cancelled", run_dir=run_dir, step=None if state is None else int(state["step"]),
                     checkpoint=None if run_dir is None else run_dir / runfolder.CHECKPOINT)
-        raise
-    except RuntimeError as exc:
-        from .errors import OutOfMemory
-        from .train import OOM_ADVICE, is_oom
-
-        if is_oom(exc):
-            raise OutOfMemory(OOM_ADVICE) from exc
         raise
 
 

@@ -114,9 +114,7 @@ def choose_start_shape(cfg, make_trainer, events, cancel, run_dir):
                 raise Cancelled(f"cancelled while choosing the start shape, before any checkpoint; "
                                 f"--resume {run_dir} starts the run again")
             trainer.train_step()
-            # Trainer.run's per-step bookkeeping: non-finite steps, packing capacities (accelerators).
-            trainer.guard.poll(trainer.step, force=j == k - 1)
-            trainer.poll_packing(force=j == k - 1)
+            trainer.poll_after_step(force=j == k - 1)  # non-finite steps, packing capacities: as Trainer.run
             done = i * k + j + 1
             if done == total or done % 10 == 0:
                 events.emit("progress", stage="start shape", step=done, total=total, loss=None, elapsed_s=None, eta_s=None)

@@ -6,6 +6,7 @@ EngineError after leaving the last checkpoint on disk; the CLI turns that into e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -57,6 +58,18 @@ OOM_ADVICE = (
     "the GPU ran out of memory. Try --preset draft, a lower --render-resolution or --samples-per-ray, "
     "--dtype fp16, or close other programs using the GPU. The last checkpoint is kept; resume with --resume"
 )
+
+
+@contextlib.contextmanager
+def out_of_memory_as_engine_error():
+    """Inside: a device out-of-memory error becomes OutOfMemory with OOM_ADVICE (exit 4, advice for
+    the user); any other error passes unchanged."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if is_oom(exc):
+            raise OutOfMemory(OOM_ADVICE) from exc
+        raise
 
 
 def _as_tuple(value):
@@ -239,6 +252,12 @@ class Trainer:
         self.step += 1
         return {"loss": loss.detach(), "sds": sds.detach(), "mode": mode, "grad_norm": info["grad_norm"]}
 
+    def poll_after_step(self, force: bool = False) -> None:
+        """The step guard's and the packer's reads, on their own schedule (``force``: now, e.g. at a
+        run's or a probe's last step). After every train_step, wherever steps are run."""
+        self.guard.poll(self.step, force=force)
+        self.poll_packing(force=force)
+
     def poll_packing(self, force: bool = False) -> None:
         """With fixed-capacity packing, on the step guard's schedule (one small read every few steps):
         re-size the capacities from the counts seen, and say when a step overflowed (its update was skipped)."""
@@ -315,19 +334,14 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 self.stop_if_cancelled()
-                try:
+                with out_of_memory_as_engine_error():
                     step_timer.start()
                     stats = self.train_step()
                     # The first step carries one-off costs (first calls, occupancy grid, packing sizes).
                     step_timer.stop(stats["mode"], keep=self.step > start_step + 1)
                     for mode, seconds in step_timer.done():
                         timer.record(mode, seconds)
-                except RuntimeError as exc:
-                    if is_oom(exc):
-                        raise OutOfMemory(OOM_ADVICE) from exc
-                    raise
-                self.guard.poll(self.step, force=self.step == cfg.steps)
-                self.poll_packing(force=self.step == cfg.steps)
+                self.poll_after_step(force=self.step == cfg.steps)
                 now = time.monotonic()
                 elapsed = now - t0
                 eta = timer.eta(self.step)

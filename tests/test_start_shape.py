@@ -145,3 +145,23 @@ def test_the_builtin_prior_chooses_the_ring_for_a_torus(tmp_path):
     gains = next(f for e, f in seen if e == "start_shape")["gains"]
     assert chosen.start_shape == "ring", gains
     assert gains["ring"] - gains["ball"] > 1e-3, gains
+
+
+def test_out_of_memory_while_choosing_gives_the_usual_advice(tiny_pixel_model, tmp_path, fast_args, capsys, monkeypatch):
+    """The probe trains outside Trainer.run: running out of memory there is still exit 4 with the advice."""
+    from test_cli import _main_error
+
+    calls = {"n": 0}
+    real_step = Trainer.train_step
+
+    def step_then_oom(self):
+        calls["n"] += 1
+        if calls["n"] > 3:  # in the ring's probe
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_oom)
+    code, err = _main_error(capsys, ["generate", "a mug", "--out", str(tmp_path), "--model", str(tiny_pixel_model),
+                                     "--set", "start_shape=auto", "--set", "start_probe_steps=2", *fast_args])
+    assert code == 4 and err["kind"] == "oom" and "--preset draft" in err["message"]
+    assert not (only_run_dir(tmp_path) / "checkpoints" / "last.pt").exists()
