@@ -279,8 +279,9 @@ def timed_train_step(trainer, shading: str | None = None, clock=None, saved: dic
     t = torch.randint(lo, hi + 1, (b,), generator=trainer.rng, device=trainer.rng.device).to(dev)
     noise = torch.randn(x.shape, generator=trainer.rng, device=trainer.rng.device).to(dev)
     scale = trainer.guidance_scale
-    if trainer.high_noise_guidance is not None:
-        scale = g.scale_per_sample(t, scale, *trainer.high_noise_guidance)
+    high_noise = trainer.high_noise_guidance()
+    if high_noise is not None:
+        scale = g.scale_per_sample(t, scale, *high_noise)
     grad, _ = g.sds_gradient(x.detach(), t, noise, view.cond, view.uncond, scale, view.negatives,
                              view.negative_weights)
     grad = torch.nan_to_num(grad)

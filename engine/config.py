@@ -48,8 +48,8 @@ class JobConfig:
     # A different guidance for the high-noise timesteps t > high_noise_t (a share of the model's T);
     # None: guidance_scale at every t. Strong guidance at high noise exaggerates what sets the prompt's
     # object apart: the builtin prior's sphere comes out 1.17x too large, its cylinder too tall
-    # (docs/SDS_SHAPES.md, the SDS-force probe).
-    high_noise_guidance_scale: float | None = None
+    # (docs/SDS_SHAPES.md, the SDS-force probe). A schedule (below) eases it over the run.
+    high_noise_guidance_scale: float | str | None = None
     high_noise_t: float = 0.5
     # Settings typed ``float | str`` take a schedule: a number, or START->END@FROM:TO (engine/schedule.py).
     # The recipe per model family (engine/recipe.py, docs/RECIPE.md) sets most of what follows.
@@ -210,6 +210,8 @@ def parse_set_option(item: str) -> tuple[str, object]:
         raise ConfigError(f"--set: unknown setting {key!r}; known settings: {', '.join(sorted(fields))}")
     default = getattr(JobConfig(), key)
     if key in SCHEDULE_FIELDS:  # a number, or a ramp kept as text (checked here for a clear message)
+        if raw.strip().lower() in ("none", "null") and fields[key].default is None:
+            return key, None
         try:
             return key, float(raw)
         except ValueError:
@@ -300,8 +302,6 @@ def validate(cfg: JobConfig) -> None:
     need(cfg.albedo_warmup >= 0, "albedo_warmup must be >= 0")
     need(-90 <= cfg.overhead_elevation <= 90, "overhead_elevation must lie in [-90, 90] degrees")
     need(cfg.guidance_scale is None or cfg.guidance_scale >= 0, "guidance scale must be >= 0 (the paper used 100)")
-    need(cfg.high_noise_guidance_scale is None or cfg.high_noise_guidance_scale >= 0,
-         f"high_noise_guidance_scale must be >= 0 (or none: guidance_scale at every t), got {cfg.high_noise_guidance_scale}")
     need(0.0 < cfg.high_noise_t < 1.0,
          f"high_noise_t is the share of the noise schedule above which high_noise_guidance_scale applies, in (0, 1), got {cfg.high_noise_t}")
     need(16 <= cfg.render_resolution <= 1024, "render resolution must be between 16 and 1024 pixels")
@@ -339,7 +339,7 @@ def validate(cfg: JobConfig) -> None:
 
 
 # Settings that accept a schedule (a number or START->END@FROM:TO; see engine/schedule.py).
-SCHEDULE_FIELDS = frozenset(f.name for f in dataclasses.fields(JobConfig) if f.type == "float | str")
+SCHEDULE_FIELDS = frozenset(f.name for f in dataclasses.fields(JobConfig) if f.type in ("float | str", "float | str | None"))
 VIEW_EMBEDDINGS = ("labels", "interpolate")
 SILHOUETTE_CARVES = ("auto", "on", "off")  # engine/mesh/hull.py
 ORIENTATION_AVERAGES = ("nonempty_rays", "all_rays")
@@ -369,6 +369,8 @@ def validate_recipe_settings(cfg: JobConfig, need) -> None:
     need(0 < cfg.normal_smooth_jitter <= 0.5,
          f"normal_smooth_jitter is a distance in (0, 0.5] of the bound, got {cfg.normal_smooth_jitter}")
     schedule.check_range(cfg.blob_core, "blob_core", 0.0, 1.0)
+    if cfg.high_noise_guidance_scale is not None:  # none: guidance_scale at every t
+        schedule.check_range(cfg.high_noise_guidance_scale, "high_noise_guidance_scale", 0.0)
     need(cfg.start_shape in START_SHAPE_CHOICES,
          f"start_shape must be one of {', '.join(START_SHAPE_CHOICES)}, got {cfg.start_shape!r}")
     need(isinstance(cfg.start_probe_steps, int) and not isinstance(cfg.start_probe_steps, bool)

@@ -106,8 +106,6 @@ class Trainer:
         self.host_rng = random.Random(cfg.seed)  # host-side choices only (the shading mode of a step)
         self.step = 0
         self.guidance_scale = cfg.guidance_scale if cfg.guidance_scale is not None else guidance.default_guidance_scale()
-        self.high_noise_guidance = (None if cfg.high_noise_guidance_scale is None
-                                    else (cfg.high_noise_t, cfg.high_noise_guidance_scale))
         # Text embeddings once per view label (not per step), plus the unconditional/negative one; a
         # step picks (or blends) its views' rows of ``prompts.table`` on the device.
         self.prompts = ViewPrompts(guidance.encode_text, cfg.prompt, cfg.negative_prompt, mode=cfg.view_embedding,
@@ -161,6 +159,12 @@ class Trainer:
     def scheduled(self, key: str) -> float:
         """A schedulable setting's value at the current step (engine/schedule.py)."""
         return schedule.value_at(getattr(self.cfg, key), self.step, self.cfg.steps)
+
+    def high_noise_guidance(self) -> tuple[float, float] | None:
+        """(high_noise_t, the high-noise guidance at this step) for Guidance.sds_loss; None: one guidance for every t."""
+        if self.cfg.high_noise_guidance_scale is None:
+            return None
+        return self.cfg.high_noise_t, self.scheduled("high_noise_guidance_scale")
 
     def shading_mode(self) -> str:
         """A host-side choice (it decides what the render computes), from the host generator."""
@@ -242,7 +246,7 @@ class Trainer:
         view = self.prompts.for_cameras(cams)
         sds, info = self.guidance.sds_loss(out.image, view.cond, view.uncond, self.guidance_scale, self.t_range(),
                                            generator=self.rng, negatives=view.negatives, negative_weights=view.negative_weights,
-                                           high_noise_guidance=self.high_noise_guidance)
+                                           high_noise_guidance=self.high_noise_guidance())
         loss = sds
         for term in self.regularisers(out):
             loss = loss + term

@@ -35,6 +35,8 @@ def test_bad_prompts(prompt, match):
     (dict(high_noise_guidance_scale=-1.0), "high_noise_guidance_scale"),
     (dict(high_noise_guidance_scale=float("nan")), "high_noise_guidance_scale"),
     (dict(high_noise_guidance_scale="weak"), "high_noise_guidance_scale"),
+    (dict(high_noise_guidance_scale="13->-2@0.7:1"), "high_noise_guidance_scale"),
+    (dict(high_noise_guidance_scale="13->10@0.9:0.7"), "high_noise_guidance_scale"),
     (dict(high_noise_t=0.0), "high_noise_t"), (dict(high_noise_t=1.0), "high_noise_t"),
     (dict(high_noise_t=-0.5), "high_noise_t"), (dict(high_noise_t=float("nan")), "high_noise_t"),
     (dict(high_noise_t="half"), "high_noise_t"),
@@ -64,6 +66,12 @@ def test_set_option_parsing():
     with pytest.raises(ConfigError, match="cannot read"):
         parse_set_option("steps=many")
     assert parse_set_option("start_shape=ring") == ("start_shape", "ring")
+    # an optional setting that takes a schedule: none, a number or a ramp
+    assert parse_set_option("high_noise_guidance_scale=none") == ("high_noise_guidance_scale", None)
+    assert parse_set_option("high_noise_guidance_scale=13") == ("high_noise_guidance_scale", 13.0)
+    assert parse_set_option("high_noise_guidance_scale=13->10@0.7:1") == ("high_noise_guidance_scale", "13->10@0.7:1")
+    with pytest.raises(ConfigError, match="--set high_noise_guidance_scale"):
+        parse_set_option("high_noise_guidance_scale=13->10")
     with pytest.raises(ConfigError, match="cannot read"):
         parse_set_option("start_probe_steps=some")
 

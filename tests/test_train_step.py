@@ -198,3 +198,20 @@ def test_the_occupancy_grid_draws_from_its_own_stream(tiny_latent_model, tmp_pat
         off.train_step()
     assert on.occupancy.updates == 2 and off.occupancy is None
     assert torch.equal(on.rng.get_state(), off.rng.get_state())
+
+
+def test_a_scheduled_high_noise_guidance_reaches_each_step(tiny_latent_model, tmp_path, monkeypatch):
+    """high_noise_guidance_scale as a ramp: each step hands Guidance.sds_loss the value of its own step."""
+    trainer = _trainer(tiny_latent_model, tmp_path, steps=5, high_noise_guidance_scale="20->4@0:1", high_noise_t=0.6)
+    seen = []
+    real = trainer.guidance.sds_loss
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["high_noise_guidance"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.guidance, "sds_loss", spy)
+    for _ in range(5):
+        trainer.train_step()
+    assert seen == [(0.6, 20.0), (0.6, 16.0), (0.6, 12.0), (0.6, 8.0), (0.6, 4.0)]
+    assert _trainer(tiny_latent_model, tmp_path / "off", steps=5).high_noise_guidance() is None
