@@ -48,10 +48,10 @@ class JobConfig:
     # A different guidance for the high-noise timesteps t > high_noise_t (a share of the model's T);
     # None: guidance_scale at every t. Strong guidance at high noise exaggerates what sets the prompt's
     # object apart: the builtin prior's sphere comes out 1.17x too large, its cylinder too tall
-    # (docs/SDS_SHAPES.md, the SDS-force probe). A schedule (below) eases it over the run.
+    # (docs/SDS_SHAPES.md, the SDS-force probe). It takes a schedule, as the settings below, to ease it over the run.
     high_noise_guidance_scale: float | str | None = None
     high_noise_t: float = 0.5
-    # Settings typed ``float | str`` take a schedule: a number, or START->END@FROM:TO (engine/schedule.py).
+    # Settings typed ``float | str`` (or ``float | str | None``) take a schedule: a number, or START->END@FROM:TO (engine/schedule.py).
     # The recipe per model family (engine/recipe.py, docs/RECIPE.md) sets most of what follows.
     t_min: float | str = 0.02
     t_max: float | str = 0.98
@@ -209,17 +209,15 @@ def parse_set_option(item: str) -> tuple[str, object]:
     if key not in fields:
         raise ConfigError(f"--set: unknown setting {key!r}; known settings: {', '.join(sorted(fields))}")
     default = getattr(JobConfig(), key)
+    if raw.lower() in ("none", "null") and fields[key].default is None:  # optional settings: iso, high_noise_guidance_scale, ...
+        return key, None
     if key in SCHEDULE_FIELDS:  # a number, or a ramp kept as text (checked here for a clear message)
-        if raw.strip().lower() in ("none", "null") and fields[key].default is None:
-            return key, None
         try:
             return key, float(raw)
         except ValueError:
             schedule.parse(raw, f"--set {key}")
             return key, raw.strip()
     try:
-        if raw.lower() in ("none", "null") and fields[key].default is None:
-            return key, None
         if isinstance(default, bool):
             if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
                 raise ValueError(raw)
