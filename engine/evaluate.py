@@ -47,6 +47,7 @@ class ShapeScores:
     normal_consistency: float | None = None
     surface_within_voxel: float | None = None
     chamfer: float | None = None
+    bumpiness: float | None = None  # degrees
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -119,19 +120,24 @@ def view_scores(field, background, shape: str, colour: str, views: int = 4, reso
 
 # One voxel of the 64³ scoring grid over [-1, 1]³ (the volumetric IoU's resolution).
 SURFACE_TOLERANCE = 2.0 / 64
+# Bumpiness's scale: a tenth of the bound, under half the period of the 4-band field's ripples (0.25).
+BUMP_RADIUS = 0.1
 
 
 def mesh_scores(verts, faces, shape: str, tolerance: float = SURFACE_TOLERANCE) -> dict:
     """Surface quality of a triangle mesh (outward winding) against the analytic ``shape``, in place,
     with the exporter's own measures (engine/mesh/metrics.py): normal consistency (1 = every true
     normal matched; terraces and lumps pull it down although the volume barely changes), the share of
-    the mesh's area within ``tolerance`` (one scoring voxel) of the true surface, and Chamfer-L1."""
+    the mesh's area within ``tolerance`` (one scoring voxel) of the true surface, Chamfer-L1, and
+    bumpiness (degrees; dents and lumps that normal consistency barely sees, metrics.bumpiness)."""
     from functools import partial
 
     from .mesh.metrics import reference_from_sdf, surface_scores
 
-    s = surface_scores(verts, faces, reference_from_sdf(partial(shapes_data.sdf, shape)), voxel=tolerance)
-    return {"normal_consistency": s.normal_consistency, "surface_within_voxel": s.near_fraction, "chamfer": s.chamfer}
+    s = surface_scores(verts, faces, reference_from_sdf(partial(shapes_data.sdf, shape)), voxel=tolerance,
+                       bump_radius=BUMP_RADIUS)
+    return {"normal_consistency": s.normal_consistency, "surface_within_voxel": s.near_fraction, "chamfer": s.chamfer,
+            "bumpiness": s.bumpiness}
 
 
 def score_field(field, background, prompt: str, iso: float, bound: float = 1.0, mesh=None,

@@ -159,6 +159,40 @@ def test_surface_scores_see_terraces(shape):
     assert raw[shape] > 0.8  # the volume barely notices
 
 
+def test_bumpiness_sees_dents_that_normal_consistency_misses():
+    """The 4-band field's dents (ripples with the top band's period, 0.25 of the bound, a few degrees of
+    tilt) barely move normal consistency but show in pictures; bumpiness (engine.mesh.metrics) sees
+    them, and it does not count the edges of a true cube as bumps."""
+    import math
+
+    import torch
+
+    from engine.evaluate import mesh_scores
+    from engine.mesh import grid, smooth, surface
+    from engine.mesh.progress import Reporter
+    from engine.priors import shapes_data
+
+    def exporter_surface(fn):  # the exporter's marching cubes and its 3 Taubin passes
+        g = grid.sample_density(fn, 128, 1.0, "cpu", 1 << 18, Reporter(False, None))
+        verts, faces = surface.extract_surface(g, 10.0, 1.0)
+        verts = smooth.taubin(verts, faces, 3)
+        return verts, surface.orient_outward(verts, faces)
+
+    def density(shape, amplitude):
+        def fn(x):
+            ripple = amplitude * torch.sin(8 * math.pi * x).prod(dim=1)  # the top band, sin(2^3 pi x) per axis
+            return 20 * torch.sigmoid(-60 * (shapes_data.sdf(shape, x) + ripple))
+        return fn
+
+    smooth_sphere = mesh_scores(*exporter_surface(density("sphere", 0.0)), "sphere")
+    dented_sphere = mesh_scores(*exporter_surface(density("sphere", 0.01)), "sphere")
+    true_cube = mesh_scores(*exporter_surface(density("cube", 0.0)), "cube")
+    # measured: normal consistency 1.000 vs 0.993, bumpiness 0.88° vs 6.2°; the true cube 0.10°
+    assert dented_sphere["normal_consistency"] > 0.99, dented_sphere  # normal consistency barely notices
+    assert smooth_sphere["bumpiness"] < 1.5 and true_cube["bumpiness"] < 1.5, (smooth_sphere, true_cube)
+    assert dented_sphere["bumpiness"] > 3 * smooth_sphere["bumpiness"], (smooth_sphere, dented_sphere)
+
+
 def test_sds_force_restores_the_torus_tube():
     """engine.priors.sds_probe: the SDS update direction on a one-parameter family of analytic shapes.
     The prior knows the torus's tube radius (0.15): SDS at the prior's guidance thickens a thinner

@@ -16,6 +16,12 @@ of the mesh (so a mesh's density of triangles does not bias them):
   normal at the nearest mesh sample (1 = perfect, about 0 for noise, -1 for inward faces).
 * near fraction: share of the mesh's area within ``voxel`` of the true surface (bumps, shrinkage or
   bloat show up here even when Chamfer's mean is small).
+* bumpiness (optional, ``bump_radius``): the mean angle, in degrees, between a mesh sample's normal and
+  the mean normal of the mesh samples within ``bump_radius``, over the parts of the mesh whose nearest
+  true surface is smooth at that scale (a cube's faces, not its edges). Dents a few tenths of the
+  bound wide that tilt the normals by a few degrees barely move normal consistency (a cos of a few
+  degrees is ~1) but show in shaded pictures; this measure sees them. A uniformly curved surface
+  scores ~0 (its normals average out around each sample).
 
 And, with no true surface at all, ``mesh_silhouettes`` (pixel-exact coverage masks of a mesh from
 the engine's cameras) and ``mask_iou``: how well a mesh matches what the NeRF renders.
@@ -51,6 +57,7 @@ class SurfaceScores:
     normal_consistency: float
     near_fraction: float  # share of mesh area within `voxel` of the true surface (nan if no voxel)
     n_faces: int
+    bumpiness: float = float("nan")  # degrees (nan unless a bump_radius was given)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -155,15 +162,46 @@ def near_fraction(ref: Reference, mesh_points: np.ndarray, voxel: float) -> floa
     return float(np.mean(distance_to_truth(ref, mesh_points) <= voxel))
 
 
+def local_normal_deviation(points: np.ndarray, normals: np.ndarray, radius: float) -> np.ndarray:
+    """Per sample, the angle (degrees) between its normal and the mean normal of the samples within
+    ``radius`` (itself included)."""
+    from scipy import sparse
+
+    near = cKDTree(points).query_ball_point(points, radius, return_sorted=False)
+    counts = np.fromiter((len(i) for i in near), np.int64, len(near))
+    cols = np.concatenate([np.asarray(i, np.int64) for i in near])
+    rows = np.repeat(np.arange(len(near)), counts)
+    mean = sparse.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(near), len(near))) @ normals
+    mean /= np.linalg.norm(mean, axis=1, keepdims=True) + 1e-12
+    return np.degrees(np.arccos(np.clip(np.sum(normals * mean, axis=1), -1.0, 1.0)))
+
+
+# Where the true surface's own normals deviate less than this at the bump radius, it counts as smooth.
+SMOOTH_TRUTH_DEG = 2.0
+
+
+def bumpiness(mesh_points: np.ndarray, mesh_normals: np.ndarray, ref: Reference, radius: float) -> float:
+    """Mean local normal deviation (degrees) of the mesh over the parts whose nearest true sample
+    lies where the truth itself is smooth at ``radius`` (edges and rims of the true shape excluded)."""
+    smooth_truth = local_normal_deviation(ref.points, ref.normals, radius) < SMOOTH_TRUTH_DEG
+    _, j = cKDTree(ref.points).query(mesh_points)
+    keep = smooth_truth[j]
+    if not keep.any():
+        return float("nan")
+    return float(local_normal_deviation(mesh_points, mesh_normals, radius)[keep].mean())
+
+
 def surface_scores(verts: np.ndarray, faces: np.ndarray, ref: Reference, voxel: float | None = None,
-                   n: int = 20000, seed: int = 1) -> SurfaceScores:
-    """All three measures of the mesh (verts (V,3), faces (F,3), outward winding) against ``ref``."""
+                   n: int = 20000, seed: int = 1, bump_radius: float | None = None) -> SurfaceScores:
+    """The measures of the mesh (verts (V,3), faces (F,3), outward winding) against ``ref``
+    (bumpiness only with a ``bump_radius``)."""
     verts = np.asarray(verts, np.float64)
     faces = np.asarray(faces, np.int64)
     pts, nrm, _, _ = sample_surface(verts, faces, n, seed)
     cd, cd99 = chamfer(verts, faces, ref, pts)
     nf = near_fraction(ref, pts, voxel) if voxel is not None else float("nan")
-    return SurfaceScores(cd, cd99, normal_consistency(pts, nrm, ref), nf, int(len(faces)))
+    bump = bumpiness(pts, nrm, ref, bump_radius) if bump_radius is not None else float("nan")
+    return SurfaceScores(cd, cd99, normal_consistency(pts, nrm, ref), nf, int(len(faces)), bump)
 
 
 def mesh_silhouettes(verts: np.ndarray, faces: np.ndarray, cameras, resolution: int) -> np.ndarray:

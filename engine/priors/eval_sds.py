@@ -6,7 +6,7 @@
 Each run goes through the real CLI (``engine.cli.main``: config, guidance loader, training loop,
 checkpoint), then ``engine.evaluate.score_field`` measures volumetric IoU (raw and normalised, and
 against every other shape), silhouette IoU, albedo colour error and the surface quality (normal
-consistency, area within a voxel of the true surface) of the exported .glb (the run's asset/, at
+consistency, bumpiness, area within a voxel of the true surface) of the exported .glb (the run's asset/, at
 the level the exporter chose). The Markdown table records seeds, steps and time per run (generate,
 export included).
 """
@@ -85,12 +85,12 @@ def run_and_score(prompt: str, steps: int | None, seed: int, runs_dir: Path, ext
 
 def markdown_table(rows: list[dict]) -> str:
     head = ("| prompt | seed | steps | time (s) | start | vol. IoU in place / norm. | best-matching shape (norm. / in place) "
-            "| silhouette IoU | normal consistency | area within a voxel | colour error | nearest colour |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| silhouette IoU | normal consistency | bumpiness (°) | area within a voxel | colour error | nearest colour |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
         f"| {r['prompt']} | {r['seed']} | {r['steps']} | {r['seconds']} | {r.get('start_shape', 'ball')} | {r['volume_iou']:.3f} / {r['volume_iou_normalised']:.3f} "
         f"| {r['predicted_shape']} / {r['predicted_shape_in_place']} | {r['silhouette_iou']:.3f} "
-        f"| {r['normal_consistency']:.3f} | {r['surface_within_voxel']:.3f} | {r['colour_error']:.3f} | {r['predicted_colour']} |\n"
+        f"| {r['normal_consistency']:.3f} | {r['bumpiness']:.2f} | {r['surface_within_voxel']:.3f} | {r['colour_error']:.3f} | {r['predicted_colour']} |\n"
         for r in rows
     )
     return head + body
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
             row = run_and_score(prompt, args.steps, seed, args.runs_dir, extra)
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("prompt", "seed", "seconds", "volume_iou", "volume_iou_normalised",
-                                                   "predicted_shape_in_place", "silhouette_iou", "normal_consistency",
+                                                   "predicted_shape_in_place", "silhouette_iou", "normal_consistency", "bumpiness",
                                                    "colour_error", "predicted_colour")}), flush=True)
     table = markdown_table(rows)
     print(table)
