@@ -136,6 +136,9 @@ class JobConfig:
     # point normal_smooth_jitter away; penalises bumps too small for the prior's renders to show
     normal_smooth_weight: float | str = 0.0
     normal_smooth_jitter: float = 0.03
+    # None: the squared normal difference d² (threestudio). A number c: c·d²/(d² + c), the same for gentle
+    # bumps (d² << c) but at most c per pair, so an edge the prompt wants (a cube's) is not rounded away
+    normal_smooth_cap: float | None = None
     # output
     preview_every: int = 250
     preview_views: int = 4
@@ -366,6 +369,9 @@ def validate_recipe_settings(cfg: JobConfig, need) -> None:
     schedule.check_range(cfg.normal_smooth_weight, "normal_smooth_weight", 0.0)
     need(0 < cfg.normal_smooth_jitter <= 0.5,
          f"normal_smooth_jitter is a distance in (0, 0.5] of the bound, got {cfg.normal_smooth_jitter}")
+    need(cfg.normal_smooth_cap is None or 0 < cfg.normal_smooth_cap <= 4,
+         "normal_smooth_cap caps a squared difference of unit normals (0 to 4): give a number in (0, 4] "
+         f"(0.1: pairs more than ~18 degrees apart cost about the same) or none, got {cfg.normal_smooth_cap}")
     schedule.check_range(cfg.blob_core, "blob_core", 0.0, 1.0)
     if cfg.high_noise_guidance_scale is not None:  # none: guidance_scale at every t
         schedule.check_range(cfg.high_noise_guidance_scale, "high_noise_guidance_scale", 0.0)

@@ -52,15 +52,20 @@ SMOOTH_POINTS = 256
 
 
 def normal_smoothness_loss(field, out, jitter: float, generator: torch.Generator,
-                           points: int = SMOOTH_POINTS) -> torch.Tensor:
+                           points: int = SMOOTH_POINTS, cap: float | None = None) -> torch.Tensor:
     """threestudio's 3D normal smoothness: mean |n(x) - n(x + e)|^2 over samples x drawn by their
     compositing weight (the visible surface) and e ~ N(0, jitter^2) per axis. The prior sees 32-px
     renders, so bumps a few pixels wide (the sinusoidal field's ripples) cost it nothing; this term
-    makes them cost something. Normals by forward differences of the density, as the renderer's."""
+    makes them cost something. Normals by forward differences of the density, as the renderer's.
+    ``cap`` (config normal_smooth_cap): each pair costs cap·d²/(d² + cap) instead of d², about the
+    same for gentle bumps and at most ``cap``, so the prompt's edges are not rounded away."""
     w = out.weights.detach()
     idx = torch.multinomial(w + 1e-12, points, replacement=True, generator=generator)
     x = out.points.index_select(0, idx)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     both = torch.cat([x, x + jitter * noise])
     n = forward_difference_normals(field, both, field.density(both))
-    return ((n[:points] - n[points:]) ** 2).sum(-1).mean()
+    d2 = ((n[:points] - n[points:]) ** 2).sum(-1)
+    if cap is not None:  # robust (Geman-McClure) form: ~d2 for gentle bumps, at most `cap` across an edge
+        d2 = cap * d2 / (d2 + cap)
+    return d2.mean()

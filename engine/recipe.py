@@ -34,7 +34,8 @@ RECIPE_KEYS = (
     "elevation_min", "elevation_max", "uniform_sphere_rate", "distance_min", "distance_max", "focal_min", "focal_max",
     "overhead_elevation", "background", "random_background", "view_embedding", "perp_neg",
     "orientation_weight", "orientation_average", "opacity_weight", "entropy_weight", "blob_density", "blob_radius",
-    "blob_core", "start_shape", "start_probe_steps", "normal_smooth_weight", "normal_smooth_jitter", "normals",
+    "blob_core", "start_shape", "start_probe_steps", "normal_smooth_weight", "normal_smooth_jitter", "normal_smooth_cap",
+    "normals",
 )
 
 

@@ -231,7 +231,7 @@ class Trainer:
         smooth_weight = self.scheduled("normal_smooth_weight")
         if smooth_weight:
             terms.append(smooth_weight * losses.normal_smoothness_loss(self.field, out, self.cfg.normal_smooth_jitter,
-                                                                       self.smooth_rng))
+                                                                       self.smooth_rng, cap=self.cfg.normal_smooth_cap))
         return terms
 
     def train_step(self) -> dict:

@@ -32,6 +32,9 @@ def test_bad_prompts(prompt, match):
     (dict(normal_smooth_weight="smooth"), "normal_smooth_weight"), (dict(normal_smooth_jitter=0.0), "normal_smooth_jitter"),
     (dict(normal_smooth_jitter=-0.1), "normal_smooth_jitter"), (dict(normal_smooth_jitter=2.0), "normal_smooth_jitter"),
     (dict(normal_smooth_jitter=float("nan")), "normal_smooth_jitter"),
+    (dict(normal_smooth_cap=0.0), "normal_smooth_cap"), (dict(normal_smooth_cap=-0.1), "normal_smooth_cap"),
+    (dict(normal_smooth_cap=5.0), "normal_smooth_cap"), (dict(normal_smooth_cap=float("nan")), "normal_smooth_cap"),
+    (dict(normal_smooth_cap="edges"), "normal_smooth_cap"),
     (dict(high_noise_guidance_scale=-1.0), "high_noise_guidance_scale"),
     (dict(high_noise_guidance_scale=float("nan")), "high_noise_guidance_scale"),
     (dict(high_noise_guidance_scale="weak"), "high_noise_guidance_scale"),
@@ -74,6 +77,10 @@ def test_set_option_parsing():
         parse_set_option("high_noise_guidance_scale=13->10")
     with pytest.raises(ConfigError, match="cannot read"):
         parse_set_option("start_probe_steps=some")
+    assert parse_set_option("normal_smooth_cap=none") == ("normal_smooth_cap", None)
+    assert parse_set_option("normal_smooth_cap=0.1") == ("normal_smooth_cap", 0.1)
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse_set_option("normal_smooth_cap=edges")
 
 
 def test_field_settings_reach_the_field():
