@@ -251,7 +251,6 @@ def load_guidance(cfg, device, dtype, cancel: CancelFlag, events: EventStream, r
     """The diffusion model, loaded so that a signal stops it at once (nothing has been written yet)."""
     from . import runfolder
     from .guidance import Guidance
-
     from .train import out_of_memory_as_engine_error
 
     try:

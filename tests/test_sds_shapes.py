@@ -133,6 +133,18 @@ def test_the_shape_word_decides_the_shape(scores):
     assert contrast >= SHAPE_WORD_CONTRAST_MIN, (scores["cube"]["raw_iou_by_shape"], scores["sphere"]["raw_iou_by_shape"])
 
 
+def _exporter_surface(fn, iso: float, taubin_passes: int = 0):
+    """The exporter's marching cubes of a density function at 128³ (optionally its Taubin passes),
+    outward winding: the surface the shape scores read."""
+    from engine.mesh import grid, smooth, surface
+    from engine.mesh.progress import Reporter
+
+    g = grid.sample_density(fn, 128, 1.0, "cpu", 1 << 18, Reporter(False, None))
+    verts, faces = surface.extract_surface(g, iso, 1.0)
+    verts = smooth.taubin(verts, faces, taubin_passes)
+    return verts, surface.orient_outward(verts, faces)
+
+
 @pytest.mark.parametrize("shape", ["sphere"])
 def test_surface_scores_see_terraces(shape):
     """Normal consistency is what sees terraces (stacked layers a few voxels thick, as the 8-band
@@ -140,14 +152,7 @@ def test_surface_scores_see_terraces(shape):
     import torch
 
     from engine.evaluate import mesh_scores, volume_scores
-    from engine.mesh import grid, surface
-    from engine.mesh.progress import Reporter
     from engine.priors import shapes_data
-
-    def exporter_surface(fn, iso):  # the exporter's marching cubes, outward winding, no smoothing
-        g = grid.sample_density(fn, 128, 1.0, "cpu", 1 << 18, Reporter(False, None))
-        verts, faces = surface.extract_surface(g, iso, 1.0)
-        return verts, surface.orient_outward(verts, faces)
 
     def density(step):
         def fn(x):
@@ -156,8 +161,8 @@ def test_surface_scores_see_terraces(shape):
             return 20 * torch.sigmoid(-60 * shapes_data.sdf(shape, x))
         return fn
 
-    smooth = mesh_scores(*exporter_surface(density(0), iso=10.0), shape)
-    terraced = mesh_scores(*exporter_surface(density(0.06), iso=10.0), shape)
+    smooth = mesh_scores(*_exporter_surface(density(0), iso=10.0), shape)
+    terraced = mesh_scores(*_exporter_surface(density(0.06), iso=10.0), shape)
     assert smooth["normal_consistency"] > 0.99 and smooth["surface_within_voxel"] > 0.99, smooth
     assert terraced["normal_consistency"] < 0.92, terraced
     raw, _ = volume_scores(density(0.06), iso=10.0)
@@ -173,15 +178,10 @@ def test_bumpiness_sees_dents_that_normal_consistency_misses():
     import torch
 
     from engine.evaluate import mesh_scores
-    from engine.mesh import grid, smooth, surface
-    from engine.mesh.progress import Reporter
     from engine.priors import shapes_data
 
-    def exporter_surface(fn):  # the exporter's marching cubes and its 3 Taubin passes
-        g = grid.sample_density(fn, 128, 1.0, "cpu", 1 << 18, Reporter(False, None))
-        verts, faces = surface.extract_surface(g, 10.0, 1.0)
-        verts = smooth.taubin(verts, faces, 3)
-        return verts, surface.orient_outward(verts, faces)
+    def exporter_surface(fn):  # with the exporter's 3 Taubin passes
+        return _exporter_surface(fn, iso=10.0, taubin_passes=3)
 
     def density(shape, amplitude):
         def fn(x):
