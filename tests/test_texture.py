@@ -53,16 +53,35 @@ def _corners(path: Path) -> np.ndarray:
     return np.asarray(m.vertices, dtype=np.float32)[m.faces]
 
 
-def test_texture_run_keeps_the_geometry_and_resumes(tmp_path, capsys):
+def test_texture_run_cancels_resumes_and_keeps_the_geometry(tmp_path, capsys, monkeypatch):
+    from engine.train import Trainer
+
     src = tmp_path / "ball.obj"
     verts, faces, uvs = write_obj_with_seams(src)
     out = tmp_path / "runs"
+    write_preview = Trainer.write_preview
+
+    def preview_then_cancel(self):  # the user cancels (CANCEL file, as the add-on does) after the first preview
+        path = write_preview(self)
+        (self.run_dir / "CANCEL").write_text("")
+        return path
+
+    monkeypatch.setattr(Trainer, "write_preview", preview_then_cancel)
     code, events, err = run_cli(capsys, ["texture", str(src), "a red sphere", "--out", str(out), "--steps", "4", *TINY])
-    assert code == 0, err
+    assert code == 130, err
     (run,) = out.iterdir()
+    assert events[-1]["event"] == "cancelled" and events[-1]["step"] == 1 and not (run / "asset").exists()
+    monkeypatch.setattr(Trainer, "write_preview", write_preview)
+
+    code, events, err = run_cli(capsys, ["texture", "--resume", str(run), "--no-progress"])
+    assert code == 0, err
     names = [e["event"] for e in events]
-    assert names[0] == "progress" and "start" in names and "preview" in names and names[-1] == "done"
+    assert "start" in names and "preview" in names and names[-1] == "done"
+    start = next(e for e in events if e["event"] == "start")
+    assert start["resumed_from"] == 1 and start["kind"] == "texture"
+    assert [e["step"] for e in events if e["event"] == "progress" and e.get("stage") == "train"][-1] == 4
     asset = Path(events[-1]["asset"]["glb"]).parent
+    assert asset == run / "asset"
     meta = json.loads((asset / "asset.json").read_text())
     assert meta["kind"] == "texture" and meta["uv"] == "input" and meta["faces"] == len(faces)
     assert meta["vertices"] == len(verts) and meta["texture"] == "albedo.png"
@@ -73,14 +92,10 @@ def test_texture_run_keeps_the_geometry_and_resumes(tmp_path, capsys):
     assert np.array_equal(cu, uvs.astype(np.float32))  # the input's own UVs
     glb = trimesh.load(str(asset / "asset.glb"), process=False, maintain_order=True, force="mesh")
     assert np.allclose(np.asarray(glb.visual.uv)[glb.faces], uvs, atol=1e-6)
-    assert (run / "texture.json").is_file() and (run / "checkpoints" / "last.pt").is_file()
-    # Resume to 6 steps: continues from the checkpoint and bakes again without touching the first asset.
+    # Resumed again at its last step: no training, a new bake beside the first, which stays untouched.
     before = tree_hash(asset)
-    code, events, err = run_cli(capsys, ["texture", "--resume", str(run), "--steps", "6", "--no-progress"])
+    code, events, err = run_cli(capsys, ["texture", "--resume", str(run), "--no-progress"])
     assert code == 0, err
-    start = next(e for e in events if e["event"] == "start")
-    assert start["resumed_from"] == 4 and start["kind"] == "texture"
-    assert [e["step"] for e in events if e["event"] == "progress" and e.get("stage") == "train"][-1] == 6
     assert tree_hash(asset) == before
     second = Path(events[-1]["asset"]["glb"])
     assert second.parent != asset and np.array_equal(_corners(second), verts.astype(np.float32)[faces])
