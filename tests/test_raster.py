@@ -3,6 +3,8 @@ engine's cameras, gradients against finite differences, edges between faces, a ~
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,14 +166,17 @@ def test_render_mesh_shading_matches_the_nerf_conventions():
     assert (out_a.images[0, :, ~m] == 0).all()  # black background by default
 
 
-def test_a_100k_face_mesh_renders_at_512_with_bounded_chunks():
-    m = trimesh.creation.uv_sphere(radius=0.8, count=[160, 160])
-    assert 95_000 < len(m.faces) < 105_000
-    v, f = _mesh(m)
-    cams = make_cameras([0.0], [20.0], 2.5, 1.0)
-    v.requires_grad_(True)
-    out = render_mesh(v, f, cams, 512, 512, shading="shaded", light_positions=cams.origins, max_pairs=1 << 18)
-    out.images.mean().backward()
-    rad = math.tan(math.asin(0.8 / 2.5)) * 512
-    assert abs(out.opacity.sum().item() / (math.pi * rad * rad) - 1) < 0.01
-    assert torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
+def test_a_100k_face_mesh_renders_at_512_within_the_benchmarked_memory():
+    """A ~100k-face sphere (radius 0.6 seen from 2.0), shaded, forward + backward at 512^2 in a fresh
+    process, as bench/bench_texture.py's memory part measures it: the silhouette's area is the closed
+    form's, the vertex gradients are finite, and the peak RSS above the process's baseline is within the
+    figure the benchmark reports (plus headroom)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import bench_texture
+
+    row = bench_texture.measure_render_memory(100_000, 512)
+    assert 95_000 < row["faces"] < 105_000 and row["render"] == 512
+    rad = math.tan(math.asin(0.6 / 2.0)) * 512
+    assert abs(row["coverage_px"] / (math.pi * rad * rad) - 1) < 0.01, row
+    assert row["grad_finite"] and row["grad_abs"] > 0, row
+    assert 0 < row["peak_mib"] <= bench_texture.RENDER_512_PEAK_MIB, row
