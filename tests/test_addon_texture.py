@@ -122,30 +122,30 @@ def test_loop_uvs_from_corner_uvs_count_seams_inside_a_polygon():
 
 
 # -- bad selections: a clear error, nothing written, nothing started ----------------------------------------
-@pytest.mark.parametrize("case", ["nothing-selected", "not-a-mesh", "mesh-no-faces", "mesh-nan-vertex",
-                                  "modifiers-remove-faces", "no-uv-topology-modifier"])
+@pytest.mark.parametrize("case", ["texture-nothing-selected", "texture-not-a-mesh", "texture-mesh-no-faces", "texture-mesh-nan-vertex",
+                                  "texture-modifiers-remove-faces", "texture-no-uv-topology-modifier"])
 def test_bad_selection_is_refused_before_any_work(setup, case):
     message = {
-        "nothing-selected": "nothing selected",
-        "not-a-mesh": "'Camera' is a camera, not a mesh",
-        "mesh-no-faces": "'Cube' has no faces (8 vertices, 0 edges)",
-        "mesh-nan-vertex": "1 vertices with NaN or infinite coordinates",
-        "modifiers-remove-faces": "has no faces after its modifiers",
-        "no-uv-topology-modifier": "has no UV map and Subdivision change its topology",
+        "texture-nothing-selected": "nothing selected",
+        "texture-not-a-mesh": "'Camera' is a camera, not a mesh",
+        "texture-mesh-no-faces": "'Cube' has no faces (8 vertices, 0 edges)",
+        "texture-mesh-nan-vertex": "1 vertices with NaN or infinite coordinates",
+        "texture-modifiers-remove-faces": "has no faces after its modifiers",
+        "texture-no-uv-topology-modifier": "has no UV map and Subdivision change its topology",
     }[case]
-    if case == "not-a-mesh":
+    if case == "texture-not-a-mesh":
         bpy.ops.object.camera_add()
         bpy.context.active_object.name = "Camera"
     else:
-        obj = _cube(uv=case != "no-uv-topology-modifier")
-        if case == "nothing-selected":
+        obj = _cube(uv=case != "texture-no-uv-topology-modifier")
+        if case == "texture-nothing-selected":
             obj.select_set(False)
-        elif case == "mesh-no-faces":
+        elif case == "texture-mesh-no-faces":
             obj.data.clear_geometry()
             obj.data.vertices.add(8)
-        elif case == "mesh-nan-vertex":
+        elif case == "texture-mesh-nan-vertex":
             obj.data.vertices[3].co = (float("nan"), 0.0, 0.0)
-        elif case == "modifiers-remove-faces":
+        elif case == "texture-modifiers-remove-faces":
             mask = obj.modifiers.new("Mask", "MASK")
             mask.vertex_group = obj.vertex_groups.new(name="none").name
         else:
@@ -284,6 +284,7 @@ def test_cancel_then_resume_textures_the_object(setup, monkeypatch):
 
 
 def test_a_mesh_edited_while_it_is_textured_is_not_touched(setup, monkeypatch):
+    """texture-mesh-changed: the run finishes, the texture is not applied, the message says where it is."""
     monkeypatch.setenv("FAKE_STEP_S", "0.1")
     obj = _cube("Edited")
     bpy.ops.dreamfusion.texture_selected()
@@ -316,18 +317,27 @@ def test_headless_texture_command(setup):
         assert any(m.startswith("DreamFusion a green statue") for m in src.materials) and "Old paint" in src.materials
 
 
-@pytest.mark.parametrize("case", ["object-missing", "object-not-mesh", "blend-missing"])
+@pytest.mark.parametrize("case", ["texture-object-missing", "texture-object-not-mesh", "texture-blend-missing"])
 def test_headless_texture_refuses_before_any_work(setup, case, capsys):
     from dreamfusion_blender import batch
 
     bpy.ops.object.camera_add()
     bpy.context.active_object.name = "Camera"
     out = setup / "out"
-    args = {"object-missing": ["--object", "Nope"], "object-not-mesh": ["--object", "Camera"],
-            "blend-missing": ["--object", "Camera", "--blend", str(setup / "none.blend")]}[case]
+    args = {"texture-object-missing": ["--object", "Nope"], "texture-object-not-mesh": ["--object", "Camera"],
+            "texture-blend-missing": ["--object", "Camera", "--blend", str(setup / "none.blend")]}[case]
     code = batch.main(["texture", *args, "--prompt", "a red cube", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2
-    assert {"object-missing": "no object named 'Nope'", "object-not-mesh": "'Camera' is a camera, not a mesh",
-            "blend-missing": "no such file"}[case] in err
+    assert {"texture-object-missing": "no object named 'Nope'", "texture-object-not-mesh": "'Camera' is a camera, not a mesh",
+            "texture-blend-missing": "no such file"}[case] in err
     assert not out.exists() and _runs(setup) == []
+
+
+def test_the_bad_inputs_are_in_the_catalogue():
+    """docs/BAD_INPUTS.md has a row for each refusal tested here (by id)."""
+    doc = (H.ROOT / "docs" / "BAD_INPUTS.md").read_text(encoding="utf-8")
+    ids = ["texture-nothing-selected", "texture-not-a-mesh", "texture-mesh-no-faces", "texture-mesh-nan-vertex",
+           "texture-modifiers-remove-faces", "texture-no-uv-topology-modifier", "texture-mesh-changed",
+           "texture-object-missing", "texture-object-not-mesh", "texture-blend-missing"]
+    assert not [i for i in ids if f"`{i}`" not in doc]
