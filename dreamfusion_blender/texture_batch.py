@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
     t.add_argument("--preset", choices=["draft", "standard", "high"], default="draft")
     t.add_argument("--steps", type=int)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--negative-prompt", default="")
     t.add_argument("--texture-size", type=int)
     t.add_argument("--device", help="auto | cpu | cuda | mps (default: the preferences')")
     t.add_argument("--python", help="interpreter that runs the engine (default: the preferences')")
@@ -75,7 +76,7 @@ def main(args) -> int:
     t0 = time.monotonic()
     try:
         req = texture_job.prepare(context, obj, args.prompt, args.runs or str(out / "runs"), model=args.model or s.model,
-                                  preset=args.preset, seed=args.seed, steps=args.steps, texture_size=args.texture_size,
+                                  negative_prompt=args.negative_prompt, preset=args.preset, seed=args.seed, steps=args.steps, texture_size=args.texture_size,
                                   device=args.device or s.device)
         job = texture_job.start(context.scene, req, python=args.python or s.python)
     except (ValueError, FileNotFoundError) as exc:

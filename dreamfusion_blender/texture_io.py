@@ -34,6 +34,7 @@ class TextureRequest:
     faces: int = 0
     uv_map: str | None = None  # the evaluated mesh's active UV map sent as vt, or None
     model: str | None = None
+    negative_prompt: str = ""
     preset: str = "draft"
     seed: int | None = None
     steps: int | None = None
@@ -52,6 +53,7 @@ def texture_argv(python: str, req: TextureRequest) -> list[str]:
     such as "-x" or "--help" is text, never an option."""
     argv = [str(python), "-m", "engine", "texture", f"--out={req.out}", f"--preset={req.preset}"]
     _opt(argv, "--model", req.model)
+    _opt(argv, "--negative-prompt", req.negative_prompt)
     if req.seed is not None:  # 0 is a real seed
         argv.append(f"--seed={req.seed}")
     _opt(argv, "--steps", req.steps)
@@ -76,9 +78,17 @@ def signature(n_verts: int, n_loops: int, tri_loops: np.ndarray, tri_verts: np.n
     return f"v{n_verts} l{n_loops} t{len(tri_loops)} {crc:08x}"
 
 
+def y_up(verts: np.ndarray) -> np.ndarray:
+    """Blender's world (+Z up, front -Y) -> the engine's mesh convention (+Y up, front +Z: glTF's), as
+    Blender's own glTF/OBJ exporters turn it: (x, y, z) -> (x, z, -y). The engine's cameras and view
+    prompts ("top view", "front view") then see the object the right way up; the UVs do not depend on it."""
+    v = np.asarray(verts)
+    return np.stack([v[:, 0], v[:, 2], -v[:, 1]], axis=1)
+
+
 def write_obj(path: Path, verts: np.ndarray, tri_verts: np.ndarray, tri_loops: np.ndarray,
               loop_uvs: np.ndarray | None) -> None:
-    """v (world space), vt (one per loop, when a UV map is given) and f in loop-triangle order. 9 significant
+    """v (world space, already y_up), vt (one per loop, when a UV map is given) and f in loop-triangle order. 9 significant
     digits: float32 positions survive the text round trip bit for bit."""
     verts = np.asarray(verts, dtype=np.float64)
     faces = np.asarray(tri_verts, dtype=np.int64).reshape(-1, 3) + 1

@@ -131,19 +131,20 @@ def prepare(context, obj, prompt: str, runs_dir: str, **options) -> TextureReque
         raise TargetError(f"cannot write the mesh into the output folder {runs}: {exc.strerror or exc}; "
                           "choose another Output folder in the add-on preferences") from None
     path = folder / "mesh.obj"
-    texture_io.write_obj(path, snap.verts, snap.tri_verts, snap.tri_loops, snap.loop_uvs)
+    texture_io.write_obj(path, texture_io.y_up(snap.verts), snap.tri_verts, snap.tri_loops, snap.loop_uvs)
     return TextureRequest(prompt=prompt.strip(), out=str(runs), mesh=str(path), object_name=obj.name,
                           session_uid=obj.session_uid, signature=snapshot_signature(snap), faces=len(snap.tri_verts),
                           uv_map=snap.uv_map, **options)
 
 
 def request_from_scene(context, obj) -> TextureRequest:
-    """The panel's prompt, preset, seed, steps and texture size (the texture command has no negative prompt,
-    guidance, mesh or size setting: the mesh is the user's)."""
+    """The panel's prompt, negative prompt, preset, seed, steps and texture size (not its guidance, start
+    shape, mesh resolution or size: the mesh is the user's)."""
     from .prefs import settings
 
     p, s = context.scene.dreamfusion, settings()
-    return prepare(context, obj, p.prompt, s.output_dir, model=s.model, preset=p.preset, seed=p.seed,
+    return prepare(context, obj, p.prompt, s.output_dir, model=s.model, negative_prompt=p.negative_prompt.strip(),
+                   preset=p.preset, seed=p.seed,
                    steps=p.steps or None, texture_size=p.texture_size or None, device=s.device)
 
 

@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
     t.add_argument("prompt", nargs="?")
     t.add_argument("--out")
     t.add_argument("--resume")
-    for flag in ("--model", "--preset", "--device"):
+    for flag in ("--model", "--preset", "--device", "--negative-prompt"):
         t.add_argument(flag)
     for flag in ("--steps", "--seed", "--texture-size"):
         t.add_argument(flag, type=int)

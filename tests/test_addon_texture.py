@@ -82,7 +82,8 @@ def _runs(tmp_path) -> list:
 
 # -- what is sent ---------------------------------------------------------------------------------------
 def test_the_obj_is_the_evaluated_world_space_mesh_in_loop_triangle_order(setup):
-    """Modifiers applied (a subdivision: 6 quads -> 24 -> 48 triangles), the world transform applied, the
+    """Modifiers applied (a subdivision: 6 quads -> 24 -> 48 triangles), the world transform applied (and
+    turned +Y up, the engine's mesh convention), the
     active UV map as vt; trimesh reads it (process=False, maintain_order True or False) with face f = loop
     triangle f, corner for corner."""
     import trimesh
@@ -93,7 +94,8 @@ def test_the_obj_is_the_evaluated_world_space_mesh_in_loop_triangle_order(setup)
     assert req.faces == 48 and req.uv_map == "UVMap" and Path(req.mesh).is_file()
     text = Path(req.mesh).read_text()
     assert text.count("\nf ") == 48 and "\nvt " in text
-    expected = _world_corners(obj)
+    x, y, z = np.moveaxis(_world_corners(obj), -1, 0)
+    expected = np.stack([x, z, -y], axis=-1)  # Blender's +Z up -> the engine's +Y up (glTF), front -Y -> +Z
     for keep in (True, False):
         mesh = trimesh.load(req.mesh, process=False, maintain_order=keep, force="mesh")
         assert len(mesh.faces) == 48
@@ -108,6 +110,16 @@ def test_the_obj_is_the_evaluated_world_space_mesh_in_loop_triangle_order(setup)
     ev.to_mesh_clear()
     np.testing.assert_allclose(uvs, want, atol=1e-6)
     assert len(obj.modifiers) == 1 and len(obj.data.polygons) == 6  # the object is untouched
+
+
+def test_the_texture_command_line_keeps_user_text_as_data():
+    req = texture_io.TextureRequest(prompt="--help", out="/r", mesh="/m/mesh.obj", object_name="x",
+                                    negative_prompt="-blurry", seed=0, steps=5, device="auto")
+    argv = texture_io.texture_argv("py", req)
+    assert argv[:4] == ["py", "-m", "engine", "texture"] and argv[-3:] == ["--", "/m/mesh.obj", "--help"]
+    assert "--negative-prompt=-blurry" in argv and "--seed=0" in argv and "--steps=5" in argv
+    assert not any(a.startswith("--device") for a in argv)  # auto: the engine's default
+    assert texture_io.texture_resume_argv("py", "-r", "cpu")[4:6] == ["--resume=-r", "--device=cpu"]
 
 
 def test_loop_uvs_from_corner_uvs_count_seams_inside_a_polygon():
