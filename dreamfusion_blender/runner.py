@@ -217,7 +217,7 @@ def finish(job: Job, context) -> tuple[bool, str, object]:
             msg += " - the engine's Python lacks its packages: press 'Set up engine' in the add-on preferences"
     job.info["object"] = obj
     st.message = msg
-    if job.kind == "texture" and not ok and not st.run_dir:  # no run folder to resume: its input OBJ can go
+    if job.kind == "texture":  # the engine keeps its own copy of the mesh in the run folder (for --resume)
         from . import texture_job
 
         texture_job.discard_input(job.info.get("request"))

@@ -67,12 +67,12 @@ def apply(context, scene, job) -> tuple[object, str]:
     st = job.state
     req = job.info.get("request")
     obj = texture_job.find_object(req, scene)
-    where = f"the texture is in {st.run_dir}/asset"
+    where = f"the texture is in {texture_io.asset_folder(st.run_dir, st.asset)}"
     if obj is None:
         name = req.object_name if req else "the textured object"
         raise ApplyFailed(f"'{name}' no longer exists, so the texture was not applied; {where}")
     try:
-        res = texture_io.read_result(st.run_dir, req.faces if req else None)
+        res = texture_io.read_result(st.run_dir, req.faces if req else None, texture_io.asset_folder(st.run_dir, st.asset))
         snap = texture_job.snapshot(obj, context.evaluated_depsgraph_get())
     except (texture_io.ResultError, texture_job.TargetError) as exc:
         raise ApplyFailed(f"{exc}; the texture was not applied") from None
@@ -121,7 +121,6 @@ def apply(context, scene, job) -> tuple[object, str]:
     for target in (obj, mat):
         for key, value in props.items():
             target[provenance.PREFIX + key] = value
-    texture_job.discard_input(req)
     try:  # one undo step for the whole change (the timer that applies it is not an operator)
         bpy.ops.ed.undo_push(message=f"DreamFusion: texture {obj.name}")
     except RuntimeError:

@@ -115,9 +115,19 @@ class TextureResult:
     info: dict
 
 
-def read_result(run_dir: str, faces: int | None) -> TextureResult:
-    """RUN/asset/asset.json, the texture it names and corner_uvs.npy, checked against the mesh that was sent."""
-    asset = Path(run_dir) / "asset"
+def asset_folder(run_dir: str, asset: dict | None) -> Path:
+    """Where the finished run's files are: the ``done`` event names them (a second bake in one run folder
+    goes to asset-<time>/ rather than overwrite asset/), else RUN/asset."""
+    for key in ("json", "corner_uvs", "texture"):
+        if asset and asset.get(key):
+            return Path(asset[key]).parent
+    return Path(run_dir) / "asset"
+
+
+def read_result(run_dir: str, faces: int | None, asset: Path | None = None) -> TextureResult:
+    """asset.json, the texture it names and corner_uvs.npy (in RUN/asset unless given), checked against the
+    mesh that was sent."""
+    asset = Path(asset) if asset is not None else Path(run_dir) / "asset"
     where = f"(the run folder is kept: {run_dir})"
     try:
         info = json.loads((asset / "asset.json").read_text(encoding="utf-8"))

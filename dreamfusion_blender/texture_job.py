@@ -118,7 +118,7 @@ def check_view_layer(context, obj) -> None:
 
 def prepare(context, obj, prompt: str, runs_dir: str, **options) -> TextureRequest:
     """Check ``obj`` and the prompt (nothing written yet), then write the OBJ into a fresh folder under the
-    runs folder (kept for a resume; removed once the texture is applied)."""
+    runs folder (removed when the job ends: the engine keeps its own copy in the run folder for --resume)."""
     if not prompt.strip():
         raise TargetError("the prompt is empty: describe the surface, e.g. 'a weathered bronze statue'")
     check_view_layer(context, obj)
@@ -199,7 +199,7 @@ def find_object(req: TextureRequest | None, scene=None):
 
 
 def discard_input(req: TextureRequest | None) -> None:
-    """The OBJ folder is only needed until the texture is applied (a resume may read it until then)."""
+    """The OBJ folder is only needed until the engine has read it (it copies the mesh into its run folder)."""
     import shutil
 
     if req is not None and req.mesh:

@@ -91,7 +91,10 @@ def main(argv: list[str]) -> int:
             return 2
         run = Path(args.out) / f"{int(time.time() * 1000)}-texture"
         (run / "checkpoints").mkdir(parents=True)
-        config = {"command": "texture", "prompt": args.prompt, "mesh": str(mesh), "model": args.model or "builtin:shapes",
+        import shutil
+
+        shutil.copy2(mesh, run / "input.obj")  # as the engine: the run keeps its own copy for --resume
+        config = {"command": "texture", "prompt": args.prompt, "mesh": str(run / "input.obj"), "model": args.model or "builtin:shapes",
                   "seed": args.seed or 0, "preset": args.preset, "steps": args.steps or 6,
                   "texture_size": args.texture_size or 64}
         (run / "config.json").write_text(json.dumps(config))
@@ -130,7 +133,8 @@ def main(argv: list[str]) -> int:
     (asset / "asset.json").write_text(json.dumps({"kind": "texture", "uv": kind, "texture": "albedo.png",
                                                   "faces": int(len(faces)), "vertices": int(len(verts))}))
     (asset / "asset.glb").write_bytes(b"glTF-fake")
-    emit(out_stream, log, "done", run_dir=str(run), asset={"glb": str(asset / "asset.glb"), "texture": str(asset / "albedo.png")},
+    emit(out_stream, log, "done", run_dir=str(run), asset={"glb": str(asset / "asset.glb"), "texture": str(asset / "albedo.png"),
+                                                "corner_uvs": str(asset / "corner_uvs.npy"), "json": str(asset / "asset.json")},
          checkpoint=str(run / "checkpoints" / "last.pt"))
     return 0
 
