@@ -57,6 +57,10 @@ def snapshot(obj, depsgraph) -> MeshSnapshot:
         convert = " (Object > Convert > Mesh makes a mesh of it)" if obj.type in ("CURVE", "SURFACE", "META", "FONT") else ""
         raise TargetError(f"'{obj.name}' is a {_kind_name(obj)}, not a mesh: select a mesh object{convert}")
     base = obj.data
+    # An edit made from Python (a UV map removed, a vertex moved) does not always tag the object for
+    # re-evaluation; without this the evaluated mesh can be the one from before the edit.
+    base.update_tag()
+    depsgraph.update()
     evaluated = obj.evaluated_get(depsgraph)
     mesh = evaluated.to_mesh()
     try:

@@ -110,6 +110,15 @@ def test_the_obj_is_the_evaluated_world_space_mesh_in_loop_triangle_order(setup)
     ev.to_mesh_clear()
     np.testing.assert_allclose(uvs, want, atol=1e-6)
     assert len(obj.modifiers) == 1 and len(obj.data.polygons) == 6  # the object is untouched
+    # An edit just made from a script is what is sent (the depsgraph is brought up to date first).
+    obj.modifiers.remove(obj.modifiers[0])
+    bpy.context.evaluated_depsgraph_get()  # evaluated now; removing a UV map does not tag it again
+    obj.data.uv_layers.remove(obj.data.uv_layers[0])
+    req = texture_job.prepare(bpy.context, obj, "a red apple", str(setup / "runs"))
+    assert req.faces == 12 and req.uv_map is None and "\nvt " not in Path(req.mesh).read_text()
+    x, y, z = np.moveaxis(_world_corners(obj), -1, 0)
+    mesh = trimesh.load(req.mesh, process=False, maintain_order=True, force="mesh")
+    np.testing.assert_allclose(mesh.vertices[mesh.faces], np.stack([x, z, -y], axis=-1), atol=1e-5)
 
 
 def test_the_texture_command_line_keeps_user_text_as_data():
