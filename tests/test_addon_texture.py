@@ -81,28 +81,47 @@ def _runs(tmp_path) -> list:
 
 
 # -- what is sent ---------------------------------------------------------------------------------------
+def _read_obj(path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Corner positions (F, 3, 3) and corner UVs (F, 3, 2) or None, straight from the v / vt / f records."""
+    v, vt, f = [], [], []
+    for line in Path(path).read_text().splitlines():
+        head, *rest = line.split() or [""]
+        if head == "v":
+            v.append([float(x) for x in rest])
+        elif head == "vt":
+            vt.append([float(x) for x in rest])
+        elif head == "f":
+            f.append([[int(i) - 1 for i in c.split("/")] for c in rest])
+    f = np.array(f)
+    return np.array(v)[f[..., 0]], (np.array(vt)[f[..., 1]] if vt else None)
+
+
+def _trimesh_corners(path, keep: bool):
+    """As the engine loads it (trimesh, process=False); None where trimesh is not installed (the bpy 4.2
+    venv has bpy only)."""
+    try:
+        import trimesh
+    except ImportError:
+        return None
+    mesh = trimesh.load(str(path), process=False, maintain_order=keep, force="mesh")
+    return mesh.vertices[mesh.faces]
+
+
 def test_the_obj_is_the_evaluated_world_space_mesh_in_loop_triangle_order(setup):
     """Modifiers applied (a subdivision: 6 quads -> 24 -> 48 triangles), the world transform applied (and
-    turned +Y up, the engine's mesh convention), the
-    active UV map as vt; trimesh reads it (process=False, maintain_order True or False) with face f = loop
-    triangle f, corner for corner."""
-    import trimesh
-
+    turned +Y up, the engine's mesh convention), the active UV map as vt, face f = loop triangle f, corner
+    for corner; trimesh (process=False, maintain_order True or False) reads the same triangles."""
     obj = _cube()
     obj.modifiers.new("Subdivision", "SUBSURF").levels = 1
     req = texture_job.prepare(bpy.context, obj, "a red apple", str(setup / "runs"))
     assert req.faces == 48 and req.uv_map == "UVMap" and Path(req.mesh).is_file()
-    text = Path(req.mesh).read_text()
-    assert text.count("\nf ") == 48 and "\nvt " in text
     x, y, z = np.moveaxis(_world_corners(obj), -1, 0)
     expected = np.stack([x, z, -y], axis=-1)  # Blender's +Z up -> the engine's +Y up (glTF), front -Y -> +Z
+    corners, uvs = _read_obj(req.mesh)
+    np.testing.assert_allclose(corners, expected, atol=1e-5)
     for keep in (True, False):
-        mesh = trimesh.load(req.mesh, process=False, maintain_order=keep, force="mesh")
-        assert len(mesh.faces) == 48
-        np.testing.assert_allclose(mesh.vertices[mesh.faces], expected, atol=1e-5)
-    # Per-corner UVs: only without maintain_order does trimesh split vertices at UV seams (with it, each
-    # vertex keeps one vt and seam corners get a wrong UV), so read them that way.
-    uvs = np.asarray(mesh.visual.uv)[mesh.faces]
+        got = _trimesh_corners(req.mesh, keep)
+        assert got is None or np.allclose(got, expected, atol=1e-5)
     ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
     me = ev.to_mesh()
     me.calc_loop_triangles()
@@ -115,10 +134,10 @@ def test_the_obj_is_the_evaluated_world_space_mesh_in_loop_triangle_order(setup)
     bpy.context.evaluated_depsgraph_get()  # evaluated now; removing a UV map does not tag it again
     obj.data.uv_layers.remove(obj.data.uv_layers[0])
     req = texture_job.prepare(bpy.context, obj, "a red apple", str(setup / "runs"))
-    assert req.faces == 12 and req.uv_map is None and "\nvt " not in Path(req.mesh).read_text()
+    assert req.faces == 12 and req.uv_map is None
+    corners, uvs = _read_obj(req.mesh)
     x, y, z = np.moveaxis(_world_corners(obj), -1, 0)
-    mesh = trimesh.load(req.mesh, process=False, maintain_order=True, force="mesh")
-    np.testing.assert_allclose(mesh.vertices[mesh.faces], np.stack([x, z, -y], axis=-1), atol=1e-5)
+    assert uvs is None and np.allclose(corners, np.stack([x, z, -y], axis=-1), atol=1e-5)
 
 
 def test_the_texture_command_line_keeps_user_text_as_data():
