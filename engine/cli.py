@@ -79,8 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch.cli import add_parser as add_batch_parser  # `batch`: its own package (docs/CLUSTER.md)
     from .download import add_parser as add_download_parser
 
+    from .texture_run import add_parser as add_texture_parser  # `texture`: its own module (docs/TEXTURE.md)
+
     add_batch_parser(sub)
     add_download_parser(sub)
+    add_texture_parser(sub)
     return parser
 
 
@@ -332,7 +335,9 @@ def main(argv: list[str] | None = None, claim_fd: bool = False) -> int:
         def handler(args, events, cancel):
             return own(args, events)
     else:
-        handler = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check}[args.command]
+        from .texture_run import cmd_texture
+
+        handler = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check, "texture": cmd_texture}[args.command]
         cancel.install()  # held until the last event: the cancel contract covers every stage
     try:
         # With --json-events, stdout is the event stream: whatever else Python code prints goes to stderr.

@@ -312,6 +312,11 @@ class Trainer:
         return path
 
     # --- the loop ---------------------------------------------------------------------------------
+    def probe_render_costs(self, modes) -> dict[str, float]:
+        """Seconds of one training render per shading mode, for the ETA of modes the warm-up will not see
+        (a subclass that renders something else probes that instead)."""
+        return probe_render_costs(self.field, self.background, self.cfg, self.device, modes, occupancy=self.occupancy)
+
     def stop_if_cancelled(self) -> None:
         """Between steps: on a signal or a CANCEL file, save a checkpoint, say so, and stop."""
         if self.cancel.requested(self.run_dir):
@@ -325,8 +330,7 @@ class Trainer:
         warmup, mix = self.shading_phases()
         timer = ModeCostETA(cfg.steps, warmup, mix, periodic={"preview": cfg.preview_every, "checkpoint": cfg.checkpoint_every})
         if self.step < min(warmup, cfg.steps) < cfg.steps:  # modes the warm-up will not measure
-            timer.probe = probe_render_costs(self.field, self.background, cfg, self.device, timer.modes_after_warmup(),
-                                             occupancy=self.occupancy)
+            timer.probe = self.probe_render_costs(timer.modes_after_warmup())
         start_step, t0 = self.step, time.monotonic()
         step_timer = StepTimer(self.device)  # device time per step, without a sync per step
         bar = None
