@@ -99,7 +99,10 @@ def apply(context, scene, job) -> tuple[object, str]:
     except RuntimeError as exc:
         raise ApplyFailed(f"cannot load the texture {res.image}: {exc}") from None
     # -- from here on the file changes --------------------------------------------------------------
-    name = provenance.object_name(f"DreamFusion {req.prompt if req else obj.name}")
+    props = provenance.collect(st.run_dir, st)  # a resume has no request: its prompt is the run's
+    if req is not None:
+        props.setdefault("prompt", req.prompt)
+    name = provenance.object_name(f"DreamFusion {props.get('prompt') or obj.name}")
     image.name = name
     if uv_name is None:
         mesh = obj.data
@@ -112,9 +115,6 @@ def apply(context, scene, job) -> tuple[object, str]:
         mesh.update()
     mat = _material(name, image, uv_name)
     old = _assign(obj, mat)
-    props = provenance.collect(st.run_dir, st)
-    if req is not None:
-        props.setdefault("prompt", req.prompt)
     if res.glb is not None:
         props["asset"] = str(res.glb)
     props.update(kind="texture", material=mat.name, uv_map=uv_name, texture=str(res.image))

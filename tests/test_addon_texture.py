@@ -321,7 +321,7 @@ def test_cancel_then_resume_textures_the_object(setup, monkeypatch):
     assert bpy.ops.dreamfusion.resume() == {"FINISHED"}
     st = H.drive(MANAGER.current, timeout=60)
     assert st.succeeded, st.message
-    assert obj.material_slots[0].material.name.startswith("DreamFusion") and obj["dreamfusion_prompt"] == "a red apple"
+    assert obj.material_slots[0].material.name == "DreamFusion a red apple" and obj["dreamfusion_prompt"] == "a red apple"
 
 
 def test_a_mesh_edited_while_it_is_textured_is_not_touched(setup, monkeypatch):
