@@ -9,9 +9,9 @@ _CLI_HANDLE = None
 
 
 def _modules():
-    from . import operators, panel, prefs, props
+    from . import operators, panel, prefs, props, texture_ops
 
-    return (props, prefs, operators, panel)
+    return (props, prefs, operators, texture_ops, panel)
 
 
 def register():

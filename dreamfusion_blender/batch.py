@@ -1,4 +1,5 @@
 """Headless generation: one prompt or a file of prompts, each into its own .blend (with the object) and .glb.
+(``texture --object NAME --prompt P``, texturing a mesh of the open .blend, is texture_batch.py.)
 
 Three ways in, one code path (``main``):
   blender -c dreamfusion generate --prompt "a red cube" --out DIR        (registered CLI command, Blender 4.2+)
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--verbose", action="store_true", help="also print progress while a run goes (every 10 s)")
     g.add_argument("--workers", type=int, help="prompts at once, through the engine's batch (docs/CLUSTER.md)")
     g.add_argument("--ray", metavar="auto|ADDRESS", help="run the prompts on a Ray cluster (docs/CLUSTER.md)")
+    from . import texture_batch
+
+    texture_batch.add_parser(sub)  # `texture --object NAME --prompt P`: Texture selected, headless
     return parser
 
 
@@ -138,6 +142,10 @@ def main(argv: list[str]) -> int:
     if MANAGER.busy:
         print("dreamfusion: a generation is already running in this Blender session", file=sys.stderr)
         return 1
+    if args.command == "texture":
+        from . import texture_batch
+
+        return texture_batch.main(args)
     try:
         prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts)
     except PromptsFileError as exc:

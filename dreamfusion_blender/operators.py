@@ -215,7 +215,12 @@ class DREAMFUSION_OT_resume(_JobOperator, bpy.types.Operator):
         return not MANAGER.busy and _resumable(context.scene.dreamfusion.last_run_dir)
 
     def start(self, context):
-        return runner.start_resume(context.scene, bpy.path.abspath(context.scene.dreamfusion.last_run_dir))
+        run_dir = bpy.path.abspath(context.scene.dreamfusion.last_run_dir)
+        if context.scene.dreamfusion.last_run_kind == "texture":
+            from . import texture_job
+
+            return texture_job.start_resume(context.scene, run_dir)
+        return runner.start_resume(context.scene, run_dir)
 
 
 class DREAMFUSION_OT_reexport(_JobOperator, bpy.types.Operator):
@@ -227,7 +232,8 @@ class DREAMFUSION_OT_reexport(_JobOperator, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return not MANAGER.busy and _checkpoint_exists(context.scene.dreamfusion.last_run_dir)
+        p = context.scene.dreamfusion  # a texture run has no field to export again
+        return not MANAGER.busy and p.last_run_kind != "texture" and _checkpoint_exists(p.last_run_dir)
 
     def start(self, context):
         return runner.start_export(context.scene, bpy.path.abspath(context.scene.dreamfusion.last_run_dir))

@@ -76,6 +76,8 @@ class VIEW3D_PT_dreamfusion(bpy.types.Panel):
         busy = MANAGER.busy
         layout.operator(operators.DREAMFUSION_OT_generate.bl_idname, icon="SHADERFX",
                         text="Add to queue" if busy else "Generate")
+        layout.operator("dreamfusion.texture_selected", icon="TEXTURE",
+                        text="Queue texture for selected" if busy else "Texture selected")
         row = layout.row(align=True)
         row.prop_search(p, "prompts_text", bpy.data, "texts", text="")
         row.operator(operators.DREAMFUSION_OT_queue_text.bl_idname, text="Queue all", icon="TEXT")

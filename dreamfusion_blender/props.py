@@ -46,6 +46,8 @@ class DreamFusionSettings(bpy.types.PropertyGroup):
     last_run_dir: bpy.props.StringProperty(name="Last run folder", subtype="DIR_PATH")
     last_status: bpy.props.StringProperty(name="Last status")
     last_prompt: bpy.props.StringProperty()
+    last_run_kind: bpy.props.StringProperty()  # generate | texture: what Resume continues
+    texture_object: bpy.props.PointerProperty(type=bpy.types.Object)  # a texture run's object (for its Resume)
 
 
 classes = (DreamFusionSettings,)

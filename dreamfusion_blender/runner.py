@@ -66,7 +66,12 @@ def start_next() -> Job | None:
             return None
         scene = bpy.data.scenes.get(run.scene or "") or bpy.context.scene
         try:
-            job = start_generate(scene, run.request)
+            if getattr(run.request, "kind", "") == "texture":
+                from . import texture_job
+
+                job = texture_job.start(scene, run.request)
+            else:
+                job = start_generate(scene, run.request)
         except (FileNotFoundError, ValueError) as exc:
             MANAGER.history.append((run.label, f"not started: {exc}"))
             continue
@@ -187,6 +192,14 @@ def finish(job: Job, context) -> tuple[bool, str, object]:
     elif job.kind == "download":
         ok = st.succeeded
         msg = f"downloaded {job.label}" if ok else (st.message or "the download stopped")
+    elif job.kind == "texture" and st.succeeded:
+        from . import texture_apply
+
+        try:
+            obj, msg = texture_apply.apply(context, scene, job)
+            ok = True
+        except texture_apply.ApplyFailed as exc:  # the engine finished, the texture could not go on: a failed job
+            msg, st.status = str(exc), "failed"
     elif st.succeeded:
         glb = st.asset.get("glb")
         if not glb or not os.path.isfile(glb):
@@ -204,16 +217,22 @@ def finish(job: Job, context) -> tuple[bool, str, object]:
             msg += " - the engine's Python lacks its packages: press 'Set up engine' in the add-on preferences"
     job.info["object"] = obj
     st.message = msg
+    if job.kind == "texture":  # the engine keeps its own copy of the mesh in the run folder (for --resume)
+        from . import texture_job
+
+        texture_job.discard_input(job.info.get("request"))
     if job.kind == "download":
         from . import prefs
 
         prefs._redraw_prefs_safe()
-    if job.kind == "generate":
+    if job.kind in ("generate", "texture"):
         MANAGER.history = (MANAGER.history + [(job.label, "done" if ok else f"{st.status}: {msg}")])[-20:]
     if p is not None:
         p.last_status = f"{job.kind} {st.status}: {msg}" if not ok else f"{job.kind} done: {msg}"
         if job.kind == "generate":
             p.last_prompt = job.label
+        if job.kind in ("generate", "texture"):  # Resume / Re-export follow the kind of the last run
+            p.last_run_kind = job.kind
     report({"INFO"} if ok else ({"WARNING"} if st.status == "cancelled" else {"ERROR"}), f"DreamFusion {job.kind}: {msg}")
     return ok, msg, obj
 
