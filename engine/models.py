@@ -129,6 +129,22 @@ def removed_message(model_id: str) -> str | None:
     return text + " Choose one with --model (in Blender: the Model list); the engine never substitutes weights on its own"
 
 
+def markdown_table() -> str:
+    """The present entries as docs/MODELS.md shows them (a test keeps that block equal to this)."""
+    rows = ["| id | family | official / mirror | gated | download (SDS files) | native px | prediction | guidance "
+            "| preset for 8 / 12 / 24 GB | checked |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for m in load()["models"]:
+        if m["status"] != "present":
+            continue
+        fits = " / ".join(m["fits_preset"][gb] or "none" for gb in GPU_SIZES) if m["fits_preset"] else "-"
+        name = f"`{m['id']}`" + (" (default)" if m["id"] == default_model() else "")
+        rows.append(f"| {name} | {m['family']}{'' if m['role'] == 'guidance' else ' encoder'} | {m['provenance']} "
+                    f"| {'yes' if m['gated'] else 'no'} | {format_gb(m['download_gb'])} | {m['native_resolution']} "
+                    f"| {m['prediction_type'] or '-'} | {m['guidance_scale'] or '-'} | {fits} | {m['checked']} |")
+    return "\n".join(rows)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("models", help="list the known hub models (engine/known_models.json)")
     p.add_argument("--json", action="store_true", help="the whole table as JSON (what the add-on reads)")

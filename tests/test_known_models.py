@@ -136,3 +136,10 @@ def test_engine_and_addon_code_take_ids_from_the_table():
                for p in (ROOT / folder).rglob("*.py") for i in ids
                if re.search(re.escape(i) + r"(?![\w.-])", p.read_text(encoding="utf-8"))]
     assert not literal, literal
+
+
+def test_models_doc_shows_the_table():
+    doc = (ROOT / "docs" / "MODELS.md").read_text(encoding="utf-8")
+    block = doc.split("<!-- table:known-models -->\n", 1)[1].split("\n<!-- /table:known-models -->", 1)[0]
+    assert block == models.markdown_table(), "docs/MODELS.md's table is stale: regenerate it (see that page)"
+    assert f"The default is `{models.default_model()}`" in doc
