@@ -28,8 +28,10 @@ from pathlib import Path
 import huggingface_hub.constants as C
 from engine.cli import main
 cases, out_root, closed = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-results = {}
+results, timings = {}, {}
+import time
 for name, repo, token, kind in cases:
+    started = time.perf_counter()
     os.environ.pop("HF_TOKEN", None)
     if token:
         os.environ["HF_TOKEN"] = token
@@ -53,6 +55,8 @@ for name, repo, token, kind in cases:
             results[name] = dict(message=None)
         except ModelError as exc:
             results[name] = dict(message=str(exc), kind=exc.kind, code=exc.exit_code)
+    timings[name] = round(time.perf_counter() - started, 2)
+print("TIMINGS " + json.dumps(timings), file=sys.stderr)
 print("RESULTS " + json.dumps(results))
 """
 
@@ -82,7 +86,7 @@ def results(tiny_pixel_model, tmp_path_factory):
     assert line, done.stdout[-2000:] + done.stderr[-3000:]
     out = json.loads(line[len("RESULTS "):])
     if os.environ.get("SHOW_HUB_MESSAGES"):
-        print(json.dumps(out, indent=1))
+        print(json.dumps(out, indent=1), done.stderr[-3000:])
     return out, requests, removed
 
 
