@@ -197,6 +197,7 @@ out = {
     "scene_props": hasattr(bpy.context.scene, "dreamfusion"),
     "engine_root": str(engine_cli.engine_root()),
     "addon_dir": str(engine_cli.PACKAGE_DIR),
+    "known_default": import_module(module + ".known_models").default_model(),  # the bundled model table, read
 }
 addon_utils.disable(module, default_set=True)
 out["disabled_clean"] = not hasattr(bpy.types, "VIEW3D_PT_dreamfusion")
@@ -215,7 +216,8 @@ def install_check(zip_path: Path, ext_id: str) -> dict:
             raise BuildError(f"installing {zip_path} in Blender failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         info = json.loads(lines[-1][len("INSTALL_CHECK "):])
         ok = (info["result"] == ["FINISHED"] and info["enabled"] and info["operators"] and info["panel"]
-              and info["scene_props"] and info["engine_root"] == info["addon_dir"] and info["disabled_clean"])
+              and info["scene_props"] and info["engine_root"] == info["addon_dir"] and info["disabled_clean"]
+              and info["known_default"] == json.loads((ROOT / "engine" / "known_models.json").read_text())["default"])
         if not ok:
             raise BuildError(f"the installed extension is incomplete: {info}")
         return info

@@ -68,9 +68,9 @@ _SD_UNET_COMMON = dict(
     mid_block_scale_factor=1, norm_eps=1e-5, norm_num_groups=32,
 )
 SD_UNET = {
-    # runwayml/stable-diffusion-v1-5 unet/config.json
+    # Stable Diffusion 1.5 unet/config.json (engine/known_models.json: the default)
     "sd15": dict(_SD_UNET_COMMON, cross_attention_dim=768, attention_head_dim=8),
-    # stabilityai/stable-diffusion-2-1-base unet/config.json (epsilon prediction, 512 px)
+    # Stable Diffusion 2.1 base unet/config.json (epsilon prediction, 512 px; the community mirror in engine/known_models.json)
     "sd21": dict(_SD_UNET_COMMON, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True),
 }
 SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,

@@ -1,33 +1,52 @@
 """Does the chosen preset fit the GPU `engine check` found? Estimates, and what to do when it does not.
 
-No bpy here. The figures are docs/BENCHMARKS.md's fp16 estimates for a Stable-Diffusion-1.5-size model,
-made from CPU measurements (not measured on a GPU; the panel says "estimated"): weights 1.89 GiB, VAE
-activations at 512² 1.48, U-Net transient 0.38, CUDA context 0.75; the NeRF's saved render tensors with
-the fast render path 1.2 GiB at 128 px × 96 samples per ray × 12 hash levels, scaled to each preset's
-pixels × samples × levels; NeRF + Adam = levels × table × 2 features × 16 bytes. Plus 0.43 GiB for SD 2.x's
-larger text encoder, and the benchmark's +20 % for fragmentation (high: 7.6 GiB, as BENCHMARKS.md).
+No bpy here. The model's share comes from the known-model table (engine/known_models.json, its
+``memory_gib``: GPU-resident fp16 weights and per-step activations, from docs/BENCHMARKS.md's fp16
+estimates made from CPU measurements, not measured on a GPU; the panel says "estimated"); a model not
+in the table is estimated as the default one. The rest is the model-independent part: CUDA context
+0.75 GiB; the NeRF's saved render tensors with the fast render path 1.2 GiB at 128 px x 96 samples per
+ray x 12 hash levels, scaled to each preset's pixels x samples x levels; NeRF + Adam = levels x table x
+2 features x 16 bytes; and the benchmark's +20 % for fragmentation (SD 1.5, high: 7.6 GiB, as
+BENCHMARKS.md). The table's ``fits_preset`` column is this estimate for 8/12/24 GB (a test recomputes it).
 """
 
 from __future__ import annotations
 
-WEIGHTS_GB, VAE_GB, UNET_GB, CONTEXT_GB = 1.89, 1.48, 0.38, 0.75
+from pathlib import Path
+
+from . import known_models
+
+CONTEXT_GB = 0.75
 RENDER_SAVED_GB_PER_UNIT = 1.2 / (128 * 128 * 96 * 12)  # per pixel × sample × hash level
-SD2_TEXT_ENCODER_EXTRA_GB = 0.43  # OpenCLIP ViT-H (340M) vs CLIP ViT-L (123M), fp16
 SLACK = 1.2
 # render px, samples per ray, hash levels, log2 hash table size (engine/config.py PRESETS)
 PRESETS = {"draft": (64, 48, 12, 15), "standard": (64, 64, 12, 16), "high": (128, 96, 16, 19)}
 ORDER = ("high", "standard", "draft")
 
 
+def model_entry(model: str) -> dict:
+    """The table entry whose memory figures apply: the id itself, a model manager folder named
+    <owner>--<name>, else the default model (an unknown model is estimated as SD-1.5-size)."""
+    name = (model or "").strip()
+    m = known_models.entry(name) or known_models.entry(Path(name).name.replace("--", "/", 1))
+    if m is None or not m.get("memory_gib"):
+        m = known_models.entry(known_models.default_model())
+    return m
+
+
 def estimate_gb(preset: str, model: str = "") -> float:
-    """Estimated peak GPU memory (GiB, with slack) of an SDS run with this preset and a latent SD model."""
+    """Estimated peak GPU memory (GiB, with slack) of an SDS run with this preset and model."""
     px, spp, levels, log2 = PRESETS[preset]
     render = RENDER_SAVED_GB_PER_UNIT * px * px * spp * levels
     nerf = levels * 2**log2 * 2 * 16 / 2**30
-    total = WEIGHTS_GB + nerf + render + VAE_GB + UNET_GB + CONTEXT_GB
-    if "stable-diffusion-2" in model.lower():
-        total += SD2_TEXT_ENCODER_EXTRA_GB
+    mem = model_entry(model)["memory_gib"]
+    total = mem["weights"] + mem["activations"] + nerf + render + CONTEXT_GB
     return round(total * SLACK, 1)
+
+
+def preset_for(memory_gb: float, model: str = "") -> str | None:
+    """The largest preset whose estimate fits ``memory_gb`` (None: none does)."""
+    return next((p for p in ORDER if estimate_gb(p, model) <= memory_gb), None)
 
 
 def gpu_memory_gb(check: dict | None) -> float | None:

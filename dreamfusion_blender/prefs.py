@@ -16,10 +16,10 @@ from pathlib import Path
 
 import bpy
 
-from . import engine_cli, engine_env, events, model_store, torch_choice, worker
+from . import engine_cli, engine_env, events, known_models, model_store, torch_choice, worker
 
 PKG = __package__
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"  # the engine's default (engine/config.py)
+DEFAULT_MODEL = known_models.default_model()  # the engine's default: engine/known_models.json
 
 # Background tasks started from the preferences; module state, read by draw() and the timer.
 SETUP: engine_env.EngineSetup | None = None
@@ -202,6 +202,17 @@ def check_report() -> tuple[set, str]:
     return {"ERROR"}, st.message or events.describe_exit(st.returncode or 1)
 
 
+def _get_model_choice(self) -> int:
+    return known_models.choice_index(self.model, self.model_custom)
+
+
+def _set_model_choice(self, index: int) -> None:
+    ident = known_models.enum_items()[index][0]
+    self.model_custom = ident == known_models.CUSTOM
+    if not self.model_custom:  # a table entry or builtin:shapes; Custom keeps what is typed
+        self.model = ident
+
+
 class DreamFusionPreferences(bpy.types.AddonPreferences):
     bl_idname = PKG
 
@@ -210,8 +221,14 @@ class DreamFusionPreferences(bpy.types.AddonPreferences):
         description="Python interpreter that runs the engine (needs torch). Empty: the environment made by 'Set up engine'",
     )
     model: bpy.props.StringProperty(
-        name="Model", default=DEFAULT_MODEL,
+        name="Custom model", default=DEFAULT_MODEL,
         description="Diffusion model: a Hugging Face hub id, a local diffusers folder, or builtin:shapes (small, offline)",
+    )
+    # The Model list (engine/known_models.json); `model` above stays the one value everything reads.
+    model_custom: bpy.props.BoolProperty(default=False, options={"HIDDEN"})
+    model_choice: bpy.props.EnumProperty(
+        name="Model", items=known_models.enum_items(), get=_get_model_choice, set=_set_model_choice,
+        description="A model from the known-model table (size, gated, official or mirror), builtin:shapes, or Custom",
     )
     device: bpy.props.EnumProperty(
         name="Device",
@@ -276,7 +293,13 @@ def _draw_models(self, layout):
     from .jobs import MANAGER
 
     box = layout.box()
-    box.prop(self, "model")
+    box.prop(self, "model_choice")
+    if self.model_choice == known_models.CUSTOM:
+        box.prop(self, "model")
+    known = known_models.entry(self.model)
+    if known is not None and known["status"] == "present":
+        box.label(text=known_models.summary(known, model_store.downloaded_path(models_dir(), self.model) is not None),
+                  icon="INFO")
     row = box.row(align=True)
     row.prop(self, "hub_token")
     row.prop(self, "models_dir")

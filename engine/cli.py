@@ -78,12 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .batch.cli import add_parser as add_batch_parser  # `batch`: its own package (docs/CLUSTER.md)
     from .download import add_parser as add_download_parser
+    from .models import add_parser as add_models_parser
 
     from .texture_run import add_parser as add_texture_parser  # `texture`: its own module (docs/TEXTURE.md)
 
     add_batch_parser(sub)
     add_download_parser(sub)
     add_texture_parser(sub)
+    add_models_parser(sub)
     return parser
 
 
@@ -326,11 +328,12 @@ def main(argv: list[str] | None = None, claim_fd: bool = False) -> int:
     args = build_parser().parse_args(argv)
     events = EventStream(to_stdout=args.json_events, stream=claim_stdout_fd() if claim_fd and args.json_events else None)
     cancel = CancelFlag()
-    if args.command in ("batch", "download"):  # their own signal handling (engine/batch/local.py, engine/download.py)
+    if args.command in ("batch", "download", "models"):  # their own signal handling (engine/batch/local.py, engine/download.py)
         from .batch.cli import cmd_batch
         from .download import cmd_download
+        from .models import cmd_models
 
-        own = {"batch": cmd_batch, "download": cmd_download}[args.command]
+        own = {"batch": cmd_batch, "download": cmd_download, "models": cmd_models}[args.command]
 
         def handler(args, events, cancel):
             return own(args, events)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from . import schedule
 from .errors import ConfigError
+from .models import default_model, latent_encoders
 
 MAX_SEED = 2**63 - 1  # torch and numpy seed with 64-bit integers
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
 MAX_PROMPT_CHARS = 300  # CLIP sees 77 tokens; far longer text is a mistake (a pasted file), not a prompt.
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+DEFAULT_MODEL = default_model()  # engine/known_models.json "default"
 
 
 @dataclass
@@ -101,7 +102,7 @@ class JobConfig:
     packing: str = "auto"
     compile_field: bool = False  # torch.compile the field's encoding + MLP (needs a working inductor backend)
     # latent models only: "vae" (the model's own VAE encoder) or a folder / hub id of a diffusers
-    # AutoencoderTiny (TAESD family, e.g. madebyollin/taesd for SD 1.x/2.x) whose ~1M-parameter encoder
+    # AutoencoderTiny (TAESD family; engine/known_models.json lists one for SD 1.x/2.x) whose ~1M-parameter encoder
     # the SDS gradient then goes back through instead of the VAE's 34M
     latent_encoder: str = "vae"
     # share of renders per shading mode (normalised each step); these start albedo-only for the first
@@ -315,7 +316,8 @@ def validate(cfg: JobConfig) -> None:
     need(cfg.packing in ("auto", "exact", "fixed"), f"packing must be auto, exact or fixed, got {cfg.packing!r}")
     need(cfg.occupancy_update_every >= 1, f"occupancy_update_every must be >= 1 step, got {cfg.occupancy_update_every}")
     need(bool(str(cfg.latent_encoder).strip()),
-         "latent_encoder is empty: use vae, or a folder / hub id of a diffusers AutoencoderTiny (e.g. madebyollin/taesd)")
+         "latent_encoder is empty: use vae, or a folder / hub id of a diffusers AutoencoderTiny "
+         f"(e.g. {', '.join(latent_encoders())})")
     need(cfg.background in ("learned", "white"), f"background must be learned or white, got {cfg.background!r}")
     need(cfg.encoding in ("hashgrid", "frequency"), f"encoding must be 'hashgrid' or 'frequency', got {cfg.encoding!r}")
     need(1 <= cfg.hash_levels <= 32 and 10 <= cfg.hash_log2_table <= 24, "hash grid: levels 1-32, log2 table size 10-24")

@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import hub_errors, models
 from .errors import ConfigError, EngineError, ModelError
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -41,7 +42,7 @@ class Offline(EngineError):
 
 def add_parser(sub) -> None:
     d = sub.add_parser("download", help="download a hub model's SDS components into a local folder")
-    d.add_argument("repo_id", help="hub id, e.g. stabilityai/stable-diffusion-2-1-base")
+    d.add_argument("repo_id", help=f"hub id, e.g. {models.default_model()} (python -m engine models lists the known ones)")
     d.add_argument("--out", required=True, help="models folder; the model goes to OUT/<owner>--<name>/")
     d.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
     d.add_argument("--json-events", action="store_true")
@@ -103,11 +104,14 @@ def _bytes_on_disk(folder: Path) -> int:
 
 def cmd_download(args, events) -> int:
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError
 
     repo = args.repo_id.strip()
     if not _HUB_ID.match(repo):
         raise ConfigError(f"{repo!r} is not a hub id (owner/name); a local folder needs no download")
+    removed = models.removed_message(repo)
+    if removed:  # known to be gone: say what replaced it before asking the hub anything
+        raise ModelError(removed)
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise Offline("offline mode is on (HF_HUB_OFFLINE=1): a download needs the model hub. Allow online access and retry")
     out = Path(args.out).expanduser()
@@ -119,23 +123,23 @@ def cmd_download(args, events) -> int:
         raise ConfigError(f"{final} exists but is not a complete download by this engine; move it away and retry")
     try:
         info = HfApi().model_info(repo, revision=args.revision, files_metadata=True)
-    except GatedRepoError as exc:
-        raise ModelError(f"{repo} is gated: accept its licence on the hub, then give an access token "
-                         f"(add-on preferences > Hub token, or HF_TOKEN). Detail: {str(exc)[:200]}") from exc
-    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-        raise ModelError(f"{repo} (revision {args.revision or 'main'}) was not found on the hub, or it is private "
-                         "and needs an access token") from exc
-    except HfHubHTTPError as exc:
-        raise ModelError(f"the hub refused the request for {repo}: {str(exc)[:300]}") from exc
-    except OSError as exc:  # connection errors
-        raise ModelError(f"could not reach the model hub for {repo}: {str(exc)[:300]}") from exc
+    except Exception as exc:  # 404 / 401 / 403 / gated / no network: hub_errors names the cause and the alternatives
+        known = hub_errors.model_error(repo if not args.revision else f"{repo} (revision {args.revision})", exc)
+        if known is not None:
+            raise known from exc
+        if isinstance(exc, (HfHubHTTPError, OSError)):
+            raise ModelError(f"the hub refused the request for {repo}: {str(exc)[:300]}. "
+                             + models.alternatives_text(repo)) from exc
+        raise
     sizes = {s.rfilename: int(s.size or 0) for s in (info.siblings or [])}
     files = select_files(sizes)
     missing = [c for c in ("unet", "text_encoder", "tokenizer", "scheduler") if not any(f.startswith(c + "/") for f in files)]
     weightless = [c for c in ("unet", "text_encoder") if not any(f.startswith(c + "/") and _WEIGHTS.search(f) for f in files)]
     if missing or weightless:
         raise ModelError(f"{repo} is not a diffusers text-to-image model the engine can use: "
-                         + (f"missing {', '.join(missing)}" if missing else f"no .safetensors weights in {', '.join(weightless)}"))
+                         + (f"missing {', '.join(missing)}" if missing else f"no .safetensors weights in {', '.join(weightless)}")
+                         + f"; SDS needs unet, text_encoder, tokenizer and scheduler. Known models: "
+                         + models.alternatives_text(repo).split(": ", 1)[1])
     total = sum(sizes[f] for f in files)
     fp16 = any(variant_of(f) == "fp16" for f in files)
     events.emit("plan", repo_id=repo, revision=info.sha, files=len(files), bytes_total=total, fp16_variant=fp16)
@@ -166,10 +170,12 @@ def cmd_download(args, events) -> int:
         sys.stdout.flush()
         # snapshot_download's worker threads would finish their multi-GB files before a normal exit.
         os._exit(130)
-    except HfHubHTTPError as exc:
-        raise ModelError(f"downloading {repo} failed: {str(exc)[:300]}; run it again to resume") from exc
-    except OSError as exc:
-        raise ModelError(f"downloading {repo} failed: {str(exc)[:300]}; run it again to resume") from exc
+    except Exception as exc:  # the hub or the network failed mid-way: what is on disk is kept for the resume
+        known = hub_errors.model_error(repo, exc)
+        if known is None and not isinstance(exc, (HfHubHTTPError, OSError)):
+            raise
+        raise ModelError(f"downloading {repo} failed: {known or str(exc)[:300]} ({partial} is kept: run it again to "
+                         "resume)") from exc
     finally:
         stop.set()
         thread.join(timeout=2)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from . import hub_errors, models
 from .errors import DeviceError, ModelError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -58,7 +59,7 @@ def resolve_model(name: str) -> ModelSource:
         if not folder.exists():
             raise ModelError(
                 f"model folder not found: {folder}. Pass --model with an existing diffusers folder, a hub id such as "
-                f"'stabilityai/stable-diffusion-2-1-base', or builtin:shapes"
+                f"'{models.default_model()}', or builtin:shapes"
             )
         if not folder.is_dir():
             raise ModelError(f"--model {folder} is a file; it must be a diffusers model folder (with unet/, text_encoder/, ...)")
@@ -69,6 +70,9 @@ def resolve_model(name: str) -> ModelSource:
                 "Point --model at the folder that holds model_index.json, unet/, text_encoder/, tokenizer/, scheduler/"
             )
         return ModelSource(name, str(folder), True)
+    removed = models.removed_message(name)
+    if removed:  # the table knows it is gone: say what replaced it, never load something else instead
+        raise ModelError(removed)
     return ModelSource(name, name, False)
 
 
@@ -129,6 +133,9 @@ def _load_component(loader, source: ModelSource, subfolder: str, offline: bool, 
                 f"{source.name}: {subfolder}/ has no .safetensors weights. For safety the engine only loads safetensors "
                 "(pickle files can run code); convert the model, e.g. with diffusers' save_pretrained(safe_serialization=True)"
             ) from exc
+        known = None if source.is_local else hub_errors.model_error(source.name, exc, what=f"{subfolder}/")
+        if known is not None:  # 404 / 401 / 403 / gated / offline / no network: the cause and the alternatives
+            raise known from exc
         if not source.is_local:
             hint = (
                 "offline mode is on (HF_HUB_OFFLINE=1 or --offline) and the model is not in the local cache"
@@ -140,7 +147,10 @@ def _load_component(loader, source: ModelSource, subfolder: str, offline: bool, 
                 f"once with network access, or pass --model with a local folder (or builtin:shapes). Detail: {text[:300]}"
             ) from exc
         raise ModelError(f"could not load {subfolder}/ from {source.path}: the folder looks corrupt or incomplete. Detail: {text[:300]}") from exc
-    except Exception as exc:  # safetensors header errors, json errors, shape mismatches
+    except Exception as exc:  # safetensors header errors, json errors, shape mismatches; httpx network errors
+        known = None if source.is_local else hub_errors.model_error(source.name, exc, what=f"{subfolder}/")
+        if known is not None:
+            raise known from exc
         raise ModelError(
             f"could not load {subfolder}/ from {source.name}: {type(exc).__name__}: {str(exc)[:300]}. "
             "The files may be corrupt or from a different model; re-download or re-export the folder"
@@ -182,7 +192,7 @@ def resolve_tiny_source(name: str) -> ModelSource:
         if not (folder / "config.json").is_file():
             raise ModelError(
                 f"latent_encoder {name}: not an AutoencoderTiny folder (no config.json). Use vae, a hub id such as "
-                "madebyollin/taesd, or a folder saved with AutoencoderTiny.save_pretrained"
+                f"{models.latent_encoders()[0]}, or a folder saved with AutoencoderTiny.save_pretrained"
             )
         return ModelSource(name, str(folder), True)
     return ModelSource(name, name.strip(), False)

@@ -39,7 +39,7 @@ if not torch.cuda.is_available():
     sys.exit(1)
 urllib.request.urlopen("https://huggingface.co/api/models?limit=1", timeout=5)
 PY
-  then MODEL="stabilityai/stable-diffusion-2-1-base"
+  then MODEL="$("$PYTHON" -m engine models --default)"  # the known-model table's default (engine/known_models.json)
   else MODEL="builtin:shapes"
   fi
 fi

@@ -1,6 +1,10 @@
 """A tiny stand-in for the Hugging Face hub on 127.0.0.1 (for HF_ENDPOINT): serves one folder as a model
 repository through the endpoints huggingface_hub calls for model_info / snapshot_download. Never the
-network. Records every request (path and whether a token came with it) for the tests to inspect."""
+network. Records every request (path and whether a token came with it) for the tests to inspect.
+
+The hub's refusals, as the real one answers them: an unknown repo is 404 RepoNotFound; ``gated`` repos
+answer 401 GatedRepo without a token and 403 GatedRepo with the wrong one (licence not accepted);
+``refuse`` makes a repo answer a fixed status (404 removed, 401 private, 403 forbidden token)."""
 
 from __future__ import annotations
 
@@ -15,9 +19,11 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 class FakeHub:
-    def __init__(self, repos: dict[str, Path], gated: dict[str, str] | None = None):
+    def __init__(self, repos: dict[str, Path], gated: dict[str, str] | None = None,
+                 refuse: dict[str, int] | None = None):
         self.repos = {k: Path(v) for k, v in repos.items()}
         self.gated = gated or {}  # repo -> the token it requires
+        self.refuse = refuse or {}  # repo -> HTTP status it always answers (404, 401, 403)
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Authorization header)
         hub = self
 
@@ -66,6 +72,12 @@ class FakeHub:
         parts = path.strip("/").split("/")
         api = parts[:2] == ["api", "models"]
         repo = "/".join(parts[2:4] if api else parts[0:2])
+        if repo in self.refuse:
+            code = self.refuse[repo]
+            headers = {401: {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Invalid username or password."},
+                       403: {"X-Error-Message": "Your token does not have access to this repository"},
+                       404: {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}}[code]
+            return self._send(h, code, b'{"error": "refused"}', headers, body)
         if repo not in self.repos:
             return self._send(h, 404, b"{}", {"X-Error-Code": "RepoNotFound"}, body)
         if repo in self.gated and auth != f"Bearer {self.gated[repo]}":

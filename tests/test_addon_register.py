@@ -101,7 +101,7 @@ def test_panel_and_preferences_draw_without_errors():
         calls = []
         holder = type("Holder", (), {"layout": _FakeLayout(calls)})()
         cls.draw(holder if data is None else type("P", (), {"layout": _FakeLayout(calls), **{
-            k: getattr(data, k) for k in ("python_path", "model", "device", "output_dir", "extra_settings",
+            k: getattr(data, k) for k in ("python_path", "model", "model_choice", "device", "output_dir", "extra_settings",
                                          "hub_token", "models_dir")}})(),
             bpy.context)
         return [c[0] for c in calls], calls

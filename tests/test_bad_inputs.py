@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import cli
+from engine import cli, models
 from engine.protocol import read_events
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +96,8 @@ def custom_code_model(tmp_path_factory) -> Path:
     return folder
 
 
+REMOVED_ID = next(m["id"] for m in models.load()["models"] if m["status"] == "removed" and m["replaced_by"])
+
 # --- the catalogue -----------------------------------------------------------------------------------
 # (id, argv with {out} {run} {model} {file} {dir} placeholders, set-up, exit code, kind, message fragment)
 # Set-ups prepare the run copy / files: see _setup.
@@ -134,7 +136,9 @@ CLI_CASES = [
     ("model-not-diffusers", ["generate", "a cube", "--out", "{out}", "--model", "{dir}"], "dir", 3, "model", "not a diffusers"),
     ("model-custom-code", ["generate", "a cube", "--out", "{out}", "--model", "{custom}"], None, 3, "model", "custom Python code"),
     ("model-hub-offline", ["generate", "a cube", "--out", "{out}", "--model", "nobody/no-such-model", "--offline"], None, 3,
-     "model", "offline"),
+     "model", "offline mode is on"),
+    # {removed}: an id engine/known_models.json lists as removed (named nowhere else; tests/test_known_models.py)
+    ("model-removed", ["generate", "a cube", "--out", "{out}", "--model", "{removed}"], None, 3, "model", "no longer exists"),
     ("out-is-file", ["generate", "a cube", "--out", "{file}"], "file", 2, "input", "is a file"),
     ("out-under-file", ["generate", "a cube", "--out", "{file}/runs"], "file", 2, "input", "is a file"),
     # resume
@@ -163,6 +167,7 @@ CLI_CASES = [
     # check
     ("check-device-banana", ["check", "--device", "banana"], None, 2, None, "device"),
     ("check-model-missing", ["check", "--model", "/no/such/model"], None, 2, None, "not found"),
+    ("check-model-removed", ["check", "--model", "{removed}"], None, 2, None, "Replaced by"),
 ]
 
 
@@ -191,7 +196,7 @@ def test_bad_input_catalogue(case, tmp_path, capsys, run_copy, custom_code_model
     spots = _setup(setup, tmp_path, run_copy)
     out = tmp_path / "runs-out"
     subs = {"{out}": str(out), "{run}": str(run_copy), "{model}": "builtin:shapes", "{file}": str(spots["file"]),
-            "{dir}": str(spots["dir"]), "{custom}": str(custom_code_model)}
+            "{dir}": str(spots["dir"]), "{custom}": str(custom_code_model), "{removed}": REMOVED_ID}
     argv = [a for a in argv]
     for i, a in enumerate(argv):
         for key, value in subs.items():
