@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sds import _sync, checkpoint_layout  # noqa: E402  (bench_sds puts the repo on sys.path)
+import bench_sds  # noqa: E402,F401  (puts the repo on sys.path)
+from sds_timing import sync  # noqa: E402
+from sds_variants import checkpoint_layout  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -75,13 +77,13 @@ def main(argv=None) -> int:
                 rng = torch.Generator(device=device).manual_seed(view_seed)
                 cams = sample_cameras(1, rng, device=device)
                 lights = sample_light_positions(cams, rng)
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
                 out = render(field, bg, cams, cfg.render_resolution, cfg.samples_per_ray, shading=mode, light_positions=lights,
                              ambient=cfg.ambient, generator=rng, normals=cfg.normals, normal_samples=cfg.normal_samples,
                              occupancy=grid, packer=packer if packing == "fixed" else None)
                 (out.image.mean() + out.opacity.mean() + orientation_loss(out)).backward()
-                _sync(device)
+                sync(device)
                 dt = time.perf_counter() - t0
                 images[packing] = out.image.detach()
                 field.zero_grad(set_to_none=True)

@@ -13,11 +13,12 @@ stdout; the exit code is 0 only if every prompt produced a .blend and a .glb.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import sys
 import time
 from pathlib import Path
+
+from .batch_names import free_stem, short
 
 PROMPTS_HELP = "UTF-8 text file, one prompt per line; blank lines and lines starting with # are skipped"
 
@@ -73,24 +74,6 @@ def read_prompts(path: str) -> list[str]:
     return prompts
 
 
-def _slug(prompt: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40].rstrip("-") or "object"
-
-
-def _free_stem(out: Path, prompt: str) -> Path:
-    """out/<slug>, with -2, -3... so that existing files are never overwritten."""
-    base, n = _slug(prompt), 1
-    while True:
-        stem = out / (base if n == 1 else f"{base}-{n}")
-        if not stem.with_suffix(".blend").exists() and not stem.with_suffix(".glb").exists():
-            return stem
-        n += 1
-
-
-def _short(text: str, n: int = 50) -> str:
-    return text if len(text) <= n else text[: n - 3] + "..."
-
-
 def request(prompt: str, args, out: Path):
     """What to ask the engine for: the command line's settings over the preferences'."""
     from . import engine_cli
@@ -127,7 +110,7 @@ def run_one(prompt: str, args, out: Path, python: str) -> tuple[bool, str]:
     ok, msg, obj = runner.wait(job, on_event=verbose, timeout=args.timeout)
     if not ok:
         return False, msg
-    stem = _free_stem(out, prompt)
+    stem = free_stem(out, prompt)
     blend, glb = stem.with_suffix(".blend"), stem.with_suffix(".glb")
     shutil.copy2(job.state.asset["glb"], glb)
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
@@ -176,7 +159,7 @@ def main(argv: list[str]) -> int:
             ok, msg = False, f"{type(exc).__name__}: {exc}"
         failures += not ok
         status = "ok" if ok else "FAILED"
-        print(f"[{i}/{len(prompts)}] {status} \"{_short(prompt)}\" ({time.monotonic() - t0:.0f}s): {msg}", flush=True)
+        print(f"[{i}/{len(prompts)}] {status} \"{short(prompt)}\" ({time.monotonic() - t0:.0f}s): {msg}", flush=True)
     print(f"dreamfusion: {len(prompts) - failures}/{len(prompts)} succeeded", flush=True)
     return 0 if failures == 0 else 1
 

@@ -20,7 +20,7 @@ def run(prompts: list[str], args, out: Path, python: str, req) -> int:
     import bpy
 
     from . import engine_cli, events, importer, provenance
-    from .batch import _free_stem, _short
+    from .batch_names import free_stem, short
 
     runs = Path(req.out)
     runs.mkdir(parents=True, exist_ok=True)
@@ -41,13 +41,13 @@ def run(prompts: list[str], args, out: Path, python: str, req) -> int:
             if kind == "batch_start" and ev.get("skipped"):
                 print(f"dreamfusion: {ev['skipped']}/{ev['total']} prompts were made before (see {ev['manifest']})", flush=True)
             elif kind == "task_done":
-                ok, msg = _save(ev, runs, out, bpy, importer, provenance, _free_stem)
+                ok, msg = _save(ev, runs, out, bpy, importer, provenance, free_stem)
                 made, failed = made + ok, failed + (not ok)
-                print(f"[{made + failed}] {'ok' if ok else 'FAILED'} \"{_short(ev['prompt'])}\" ({ev.get('seconds', 0):.0f}s): {msg}",
+                print(f"[{made + failed}] {'ok' if ok else 'FAILED'} \"{short(ev['prompt'])}\" ({ev.get('seconds', 0):.0f}s): {msg}",
                       flush=True)
             elif kind == "task_failed":
                 failed += 1
-                print(f"[{made + failed}] FAILED \"{_short(ev['prompt'])}\": {ev.get('message')}", flush=True)
+                print(f"[{made + failed}] FAILED \"{short(ev['prompt'])}\": {ev.get('message')}", flush=True)
             elif kind == "error":  # the engine refused the batch before running anything
                 print(f"dreamfusion: {ev.get('message')}", file=sys.stderr, flush=True)
         rc = proc.wait()

@@ -25,6 +25,7 @@ from . import errors, runfolder
 from .cancel import CancelFlag
 from .config import JobConfig
 from .errors import Cancelled, ConfigError, EngineError, ExportError
+from .process import die_with_parent
 from .protocol import EventStream
 from .train import build_field, set_coarse_to_fine
 
@@ -74,8 +75,6 @@ def _settings(cfg: JobConfig, device: str, progress: bool):
 
 def _child(conn, run_dir: str, cfg_json: dict, device: str, tmp_dir: str, progress: bool, parent: int) -> None:
     """The export process: load the checkpoint's field, export into ``tmp_dir``, report over ``conn``."""
-    from .batch.child import die_with_parent
-
     # The parent decides about cancel (a terminal's Ctrl-C reaches the whole process group), and an
     # engine killed outright must not leave its export running.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -208,7 +208,7 @@ class Trainer:
 
     def sample_view(self, mode: str | None = None):
         """This step's cameras, lights, shading mode (drawn unless given) and background; applies the
-        step's live hash levels and bands. Shared with bench/bench_sds.py's timed copy of the step."""
+        step's live hash levels and bands. Shared with the benchmark's timed copy of the step (bench/sds_step.py)."""
         cfg = self.cfg
         cams = sample_cameras(
             cfg.batch_size, self.rng, (cfg.elevation_min, cfg.elevation_max), (cfg.distance_min, cfg.distance_max),

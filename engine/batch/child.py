@@ -2,31 +2,16 @@
 
 A batch worker (a Ray worker process or the local driver) runs each prompt's engine as a child. If
 the worker is killed, its child must not go on writing the run folder while the retry starts: on
-Linux the kernel sends the child SIGTERM when its parent dies (PR_SET_PDEATHSIG), and the engine
+Linux the kernel sends the child SIGTERM when its parent dies (engine/process.py), and the engine
 answers SIGTERM by saving a checkpoint and exiting, which is what the retry resumes from.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import sys
 
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(expected_parent: int) -> None:
-    if not sys.platform.startswith("linux"):
-        return  # elsewhere a killed worker's engine finishes or is cancelled on its own
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != expected_parent:  # the parent died before prctl took effect
-        sys.exit(130)
-
+from ..process import die_with_parent
 
 if __name__ == "__main__":
     parent = int(os.environ.get("DREAMFUSION_BATCH_PARENT", "0") or 0)
