@@ -217,9 +217,7 @@ class DREAMFUSION_OT_resume(_JobOperator, bpy.types.Operator):
     def start(self, context):
         run_dir = bpy.path.abspath(context.scene.dreamfusion.last_run_dir)
         if context.scene.dreamfusion.last_run_kind == "texture":
-            from . import texture_job
-
-            return texture_job.start_resume(context.scene, run_dir)
+            return runner.start_texture_resume(context.scene, run_dir)
         return runner.start_resume(context.scene, run_dir)
 
 

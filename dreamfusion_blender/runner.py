@@ -58,6 +58,39 @@ def queue_generate(scene, req: engine_cli.GenerateRequest) -> Job | QueuedRun:
     return run
 
 
+def start_texture(scene, req, python: str | None = None) -> Job:
+    """Texture selected: the engine's ``texture`` command on the snapshot OBJ (dreamfusion_blender/texture_job.py)."""
+    from . import texture_io, texture_job
+
+    argv = texture_io.texture_argv(python or settings().python, req)
+    job = _start("texture", argv, f"{req.object_name}: {req.prompt}", scene, request=req, prompt=req.prompt)
+    if scene is not None:
+        obj = texture_job.find_object(req)
+        scene.dreamfusion.texture_object = obj
+    return job
+
+
+def queue_texture(scene, req) -> Job | QueuedRun:
+    """Start now if the engine is free, else wait behind the running job (like Generate)."""
+    if not MANAGER.busy and not MANAGER.queue and (MANAGER.current is None or MANAGER.current.handled):
+        return start_texture(scene, req)
+    run = MANAGER.enqueue(QueuedRun(label=f"{req.object_name}: {req.prompt}", request=req,
+                                    scene=scene.name if scene else None))
+    ensure_timer()
+    return run
+
+
+def start_texture_resume(scene, run_dir: str) -> Job:
+    """``texture --resume RUN``; the result goes onto the scene's last texture object."""
+    from . import texture_io
+
+    s = settings()
+    obj = scene.dreamfusion.texture_object
+    label = f"{obj.name if obj else '?'}: resume {run_dir}"
+    return _start("texture", texture_io.texture_resume_argv(s.python, run_dir, s.device), label, scene,
+                  request=None, resumed=True)
+
+
 def start_next() -> Job | None:
     """Start the next queued generation if the engine is free; a run that cannot start is recorded and skipped."""
     while True:
@@ -69,7 +102,7 @@ def start_next() -> Job | None:
             if getattr(run.request, "kind", "") == "texture":
                 from . import texture_job
 
-                job = texture_job.start(scene, run.request)
+                job = start_texture(scene, run.request)
             else:
                 job = start_generate(scene, run.request)
         except (FileNotFoundError, ValueError) as exc:

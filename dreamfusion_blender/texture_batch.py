@@ -42,7 +42,7 @@ def main(args) -> int:
     import bpy
 
     from . import runner, texture_job
-    from .batch import _free_stem
+    from .batch_names import free_stem
     from .prefs import settings
 
     if args.blend:
@@ -78,7 +78,7 @@ def main(args) -> int:
         req = texture_job.prepare(context, obj, args.prompt, args.runs or str(out / "runs"), model=args.model or s.model,
                                   negative_prompt=args.negative_prompt, preset=args.preset, seed=args.seed, steps=args.steps, texture_size=args.texture_size,
                                   device=args.device or s.device)
-        job = texture_job.start(context.scene, req, python=args.python or s.python)
+        job = runner.start_texture(context.scene, req, python=args.python or s.python)
     except (ValueError, FileNotFoundError) as exc:
         return _fail(str(exc))
     ok, msg, _ = runner.wait(job, timeout=args.timeout)
@@ -86,7 +86,7 @@ def main(args) -> int:
     if not ok:
         print(f"[1/1] FAILED {label}: {msg}", flush=True)
         return 1
-    stem = _free_stem(out, f"{Path(current).stem if current else 'untitled'}-textured")
+    stem = free_stem(out, f"{Path(current).stem if current else 'untitled'}-textured")
     blend_out, glb = stem.with_suffix(".blend"), stem.with_suffix(".glb")
     bpy.ops.wm.save_as_mainfile(filepath=str(blend_out), copy=True)  # the opened .blend is never overwritten
     src = job.state.asset.get("glb")

@@ -152,43 +152,6 @@ def request_from_scene(context, obj) -> TextureRequest:
                    steps=p.steps or None, texture_size=p.texture_size or None, device=s.device)
 
 
-def start(scene, req: TextureRequest, python: str | None = None):
-    from . import runner
-    from .prefs import settings
-
-    argv = texture_io.texture_argv(python or settings().python, req)
-    job = runner._start("texture", argv, f"{req.object_name}: {req.prompt}", scene, request=req, prompt=req.prompt)
-    if scene is not None:
-        obj = find_object(req)
-        scene.dreamfusion.texture_object = obj
-    return job
-
-
-def queue(scene, req: TextureRequest):
-    """Start now if the engine is free, else wait behind the running job (like Generate)."""
-    from . import runner
-    from .jobs import MANAGER, QueuedRun
-
-    if not MANAGER.busy and not MANAGER.queue and (MANAGER.current is None or MANAGER.current.handled):
-        return start(scene, req)
-    run = MANAGER.enqueue(QueuedRun(label=f"{req.object_name}: {req.prompt}", request=req,
-                                    scene=scene.name if scene else None))
-    runner.ensure_timer()
-    return run
-
-
-def start_resume(scene, run_dir: str):
-    """``texture --resume RUN``; the result goes onto the scene's last texture object."""
-    from . import runner
-    from .prefs import settings
-
-    s = settings()
-    obj = scene.dreamfusion.texture_object
-    label = f"{obj.name if obj else '?'}: resume {run_dir}"
-    return runner._start("texture", texture_io.texture_resume_argv(s.python, run_dir, s.device), label, scene,
-                         request=None, resumed=True)
-
-
 def find_object(req: TextureRequest | None, scene=None):
     """The object a texture run belongs to: by session id (survives a rename), then by name, then (a resume
     after a reload) the scene's last texture object."""

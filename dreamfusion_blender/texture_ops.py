@@ -28,7 +28,7 @@ class DREAMFUSION_OT_texture_selected(bpy.types.Operator):
         try:
             engine_cli.engine_root()  # a missing engine is said before the mesh is written
             obj = texture_job.target_object(context)
-            item = texture_job.queue(context.scene, texture_job.request_from_scene(context, obj))
+            item = runner.queue_texture(context.scene, texture_job.request_from_scene(context, obj))
         except (Busy, FileNotFoundError, ValueError) as exc:  # TargetError is a ValueError
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

@@ -222,7 +222,7 @@ def bake_texture(field, mesh: InputMesh, info: dict, cfg, device, cancel: Cancel
 # --- the command ------------------------------------------------------------------------------------
 def cmd_texture(args, events: EventStream, cancel: CancelFlag) -> int:
     from . import runfolder
-    from .cli import _setup_logging, apply_resume_overrides, load_guidance, warn_unknown_words
+    from .run_setup import _setup_logging, apply_resume_overrides, load_guidance, warn_unknown_words
     from .guidance import pick_device, pick_dtype
 
     if args.prompt_opt is not None:
