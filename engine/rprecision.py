@@ -71,6 +71,10 @@ def wilson_interval(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    if hits == 0:  # exact ends: rounding must not move them off 0 or 1
+        return 0.0, min(1.0, centre + half)
+    if hits == n:
+        return max(0.0, centre - half), 1.0
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
