@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parser(sub)
     add_download_parser(sub)
+    from .evaluate_cli import add_parser as add_evaluate_parser  # CLIP R-Precision (docs/EVALUATION.md)
+
+    add_evaluate_parser(sub)
     return parser
 
 
@@ -332,7 +335,9 @@ def main(argv: list[str] | None = None, claim_fd: bool = False) -> int:
         def handler(args, events, cancel):
             return own(args, events)
     else:
-        handler = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check}[args.command]
+        from .evaluate_cli import cmd_evaluate
+
+        handler = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check, "evaluate": cmd_evaluate}[args.command]
         cancel.install()  # held until the last event: the cancel contract covers every stage
     try:
         # With --json-events, stdout is the event stream: whatever else Python code prints goes to stderr.
