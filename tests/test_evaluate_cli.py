@@ -2,7 +2,7 @@
 bad input refused before any work with nothing written into the run folders (docs/EVALUATION.md)."""
 
 import json
-import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,32 +91,32 @@ def test_views_differ_by_mode(setup):
 
 
 @pytest.mark.parametrize("case, match", [
-    ("no_checkpoint", "no trained field"),
-    ("blank_line", "line 2 is blank"),
-    ("duplicate_line", "line 3 repeats line 1"),
-    ("no_safetensors", "no .safetensors"),
-    ("bad_mode", "unknown render mode"),
-    ("prompt_not_in_set", "not in the caption set"),
+    ("eval-no-checkpoint", "no trained field"),
+    ("eval-blank-line", "line 2 is blank"),
+    ("eval-duplicate-line", "line 3 repeats line 1"),
+    ("eval-no-safetensors", "no .safetensors"),
+    ("eval-bad-mode", "unknown render mode"),
+    ("eval-prompt-not-in-set", "not in the caption set"),
 ])
 def test_bad_input_is_refused_before_any_work(setup, tmp_path, capsys, case, match):
     root, runs, clip, prompts = setup
     run_dirs, prompt_file, clip_arg, extra = [str(runs[0])], str(prompts), str(clip), []
-    if case == "no_checkpoint":
+    if case == "eval-no-checkpoint":
         bare = make_run(tmp_path, "a red cube")
         (bare / runfolder.CHECKPOINT).unlink()
         run_dirs = [str(bare)]
-    elif case in ("blank_line", "duplicate_line"):
+    elif case in ("eval-blank-line", "eval-duplicate-line"):
         p = tmp_path / "p.txt"
-        p.write_text("a red cube\n\na blue sphere\n" if case == "blank_line" else "a red cube\na blue sphere\na red cube\n")
+        p.write_text("a red cube\n\na blue sphere\n" if case == "eval-blank-line" else "a red cube\na blue sphere\na red cube\n")
         prompt_file = str(p)
-    elif case == "no_safetensors":
+    elif case == "eval-no-safetensors":
         (tmp_path / "clip").mkdir()
         (tmp_path / "clip" / "config.json").write_text("{}")
         (tmp_path / "clip" / "pytorch_model.bin").write_bytes(b"")
         clip_arg = str(tmp_path / "clip")
-    elif case == "bad_mode":
+    elif case == "eval-bad-mode":
         extra = ["--modes", "textured,wireframe"]
-    elif case == "prompt_not_in_set":
+    elif case == "eval-prompt-not-in-set":
         run_dirs = [str(make_run(tmp_path, "a yellow cone"))]
     before = snapshot(tmp_path)
     out = tmp_path / "report.json"
@@ -125,3 +125,4 @@ def test_bad_input_is_refused_before_any_work(setup, tmp_path, capsys, case, mat
     assert match in capsys.readouterr().err
     assert not out.exists()
     assert snapshot(tmp_path) == before
+    assert f"`{case}`" in (Path(__file__).parents[1] / "docs" / "BAD_INPUTS.md").read_text(encoding="utf-8")
