@@ -48,15 +48,12 @@ def check_run(run_dir: Path):
 @torch.no_grad()
 def render_views(run_dir: Path, cfg, mode: str, device, views: int = VIEWS, resolution: int = RESOLUTION) -> torch.Tensor:
     """(views, 3, H, W) renders in [0, 1] of the run's checkpoint; reads the run folder, writes nothing."""
-    from .cameras import make_cameras
     from .export_run import load_field
     from .render import render
 
     field = load_field(Path(run_dir), cfg, device)
     white = lambda d: torch.ones_like(d)  # noqa: E731 - Dream Fields' evaluation background
-    az = torch.arange(views, dtype=torch.float32) * (360.0 / views)
-    cams = make_cameras(az, ELEVATION, 0.5 * (cfg.distance_min + cfg.distance_max), 0.5 * (cfg.focal_min + cfg.focal_max),
-                        device=device)
+    cams = ring_cameras(cfg, views, device)
     out = []
     for i in range(0, views, CHUNK):
         c = cams[i:i + CHUNK]
@@ -64,3 +61,12 @@ def render_views(run_dir: Path, cfg, mode: str, device, views: int = VIEWS, reso
                      ambient=cfg.ambient, perturb=False, normals=cfg.normals).image
         out.append(img.clamp(0, 1).cpu())
     return torch.cat(out)
+
+
+def ring_cameras(cfg, views: int = VIEWS, device=None):
+    """``views`` azimuths from the front, at ELEVATION, the run's mean training distance and focal length."""
+    from .cameras import make_cameras
+
+    az = torch.arange(views, dtype=torch.float32) * (360.0 / views)
+    return make_cameras(az, ELEVATION, 0.5 * (cfg.distance_min + cfg.distance_max), 0.5 * (cfg.focal_min + cfg.focal_max),
+                        device=device)

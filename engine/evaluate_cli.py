@@ -22,8 +22,11 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("evaluate", help="CLIP R-Precision of finished runs, textured and textureless (docs/EVALUATION.md)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--clip", action="append", required=True, metavar="MODEL",
+    p.add_argument("--clip", action="append", default=[], metavar="MODEL",
                    help="CLIP judge: B/32, B/16, L/14, a hub id or a local folder; repeat for several")
+    p.add_argument("--prior", action="append", default=[], metavar="MODEL",
+                   help="a diffusion model as judge (builtin:shapes, a diffusers folder or hub id): each caption scored "
+                        "by how much it helps the model denoise the renders, rendered at the model's resolution")
     p.add_argument("--prompts", required=True, metavar="FILE", help=f"the caption set ({CAPTIONS_HELP})")
     p.add_argument("--modes", default="textured,textureless", help="comma-separated: textured, textureless")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the results as JSON to this file")
@@ -76,6 +79,8 @@ def check_inputs(args):
     from .runfolder import check_writable_parent
 
     modes = parse_modes(args.modes)
+    if not args.clip and not args.prior:
+        raise ConfigError("give at least one judge: --clip MODEL (e.g. --clip B/32) or --prior MODEL (e.g. builtin:shapes)")
     if args.views < 1 or args.resolution < 8:
         raise ConfigError("--views must be at least 1 and --resolution at least 8")
     captions = read_captions(args.prompts)
@@ -90,6 +95,10 @@ def check_inputs(args):
         runs.append((Path(run_dir), cfg, index[prompt]))
     for name in args.clip:
         resolve_clip(name)  # a missing folder or one without safetensors fails here, before any rendering
+    from .guidance import resolve_model
+
+    for name in args.prior:
+        resolve_model(name)
     if args.json_out:
         out = Path(args.json_out)
         if out.is_dir():
@@ -108,18 +117,38 @@ def evaluate(args, events=None) -> dict:
 
     captions, runs, modes = check_inputs(args)
     device = pick_device(args.device)
-    renders = {mode: [render_views(d, cfg, mode, device, args.views, args.resolution) for d, cfg, _ in runs] for mode in modes}
+    cache = {}
+
+    def renders(mode, resolution):  # each run rendered once per mode and resolution
+        if (mode, resolution) not in cache:
+            cache[mode, resolution] = [render_views(d, cfg, mode, device, args.views, resolution) for d, cfg, _ in runs]
+        return cache[mode, resolution]
+
     own = [i for _, _, i in runs]
     results = []
-    for name in args.clip:
-        judge = ClipJudge(name, device, offline=args.offline)
-        text = judge.text_embeddings(captions)
+    from .clip_judge import known_clip_models
+
+    short_names = {v: k for k, v in known_clip_models().items()}
+    judges = [("clip", n) for n in args.clip] + [("prior", n) for n in args.prior]
+    for kind, name in judges:
+        if kind == "clip":
+            judge = ClipJudge(name, device, offline=args.offline)
+            text = judge.text_embeddings(captions)
+            row = lambda views, cfg: judge.similarity(views, text)  # noqa: E731
+            resolution = args.resolution
+        else:
+            from .eval_views import ring_cameras
+            from .prior_judge import PriorJudge
+
+            judge = PriorJudge(name, device, offline=args.offline)
+            row = lambda views, cfg: judge.similarity(views, ring_cameras(cfg, args.views, device), captions, cfg)  # noqa: E731
+            resolution = judge.resolution
         for mode in modes:
-            sim = torch.stack([judge.similarity(views, text) for views in renders[mode]])
+            sim = torch.stack([row(views, cfg) for views, (_, cfg, _) in zip(renders(mode, resolution), runs)])
             r = r_precision(sim, own, captions)
             top = sim.argmax(1).tolist()
-            results.append({"clip": name, "mode": mode, **r.to_json(),
-                            "paper": PAPER.get(mode, {}).get(name),
+            results.append({"judge": kind, "clip": name, "mode": mode, "resolution": resolution, **r.to_json(),
+                            "paper": PAPER.get(mode, {}).get(short_names.get(name, name)) if kind == "clip" else None,
                             "per_run": [{"run_dir": str(d), "caption": captions[i], "top1": captions[t], "hit": h}
                                         for (d, _, i), t, h in zip(runs, top, _hits(sim, own))]})
         del judge
@@ -135,13 +164,13 @@ def _hits(sim, own):
 
 
 def format_table(report: dict) -> str:
-    rows = ["| CLIP | mode | R-Precision % | 95 % interval | hits / runs | paper % |", "|---|---|---|---|---|---|"]
+    rows = ["| judge | mode | R-Precision % | 95 % interval | hits / runs | paper % |", "|---|---|---|---|---|---|"]
     for r in report["results"]:
         paper = "" if r["paper"] is None else f"{r['paper']:.1f}"
         rows.append(f"| {r['clip']} | {r['mode']} | {100 * r['value']:.1f} | {100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f} "
                     f"| {r['hits']} / {r['runs']} | {paper} |")
     return "\n".join(rows) + f"\n\n{report['runs']} runs, {report['captions']} captions, {report['views']} views at " \
-                             f"{report['resolution']} px; {report['tie_rule']}."
+                             f"{report['resolution']} px (a --prior judge: its model's resolution); {report['tie_rule']}."
 
 
 def cmd_evaluate(args, events, cancel=None) -> int:

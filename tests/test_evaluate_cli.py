@@ -63,6 +63,16 @@ def test_evaluates_two_clips_both_modes_and_writes_only_the_json(setup, capsys):
     assert [snapshot(r) for r in runs] == before
 
 
+def test_prior_judge_scores_every_caption(setup):
+    root, runs, clip, prompts = setup
+    out = root / "prior.json"
+    assert cli.main(["evaluate", *map(str, runs[:2]), "--prior", "builtin:shapes", "--prompts", str(prompts), "--views", "1",
+                     "--modes", "textureless", "--device", "cpu", "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert (r["judge"], r["mode"], r["runs"], r["captions"], r["resolution"]) == ("prior", "textureless", 2, 3, 32)
+    assert r["paper"] is None
+
+
 def test_clip_similarity_matches_transformers_reference(setup):
     root, runs, clip, prompts = setup
     from transformers import CLIPModel, CLIPTokenizer
