@@ -90,8 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parser(sub)
     add_download_parser(sub)
+    from .evaluate_cli import add_parser as add_evaluate_parser  # CLIP R-Precision (docs/EVALUATION.md)
+
     add_texture_parser(sub)
     add_models_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 
@@ -254,9 +257,11 @@ def main(argv: list[str] | None = None, claim_fd: bool = False) -> int:
         def handler(args, events, cancel):
             return own(args, events)
     else:
+        from .evaluate_cli import cmd_evaluate
         from .texture_run import cmd_texture
 
-        handler = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check, "texture": cmd_texture}[args.command]
+        handler = {"generate": cmd_generate, "export": cmd_export, "check": cmd_check, "texture": cmd_texture,
+                   "evaluate": cmd_evaluate}[args.command]
         cancel.install()  # held until the last event: the cancel contract covers every stage
     try:
         # With --json-events, stdout is the event stream: whatever else Python code prints goes to stderr.

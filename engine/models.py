@@ -22,6 +22,7 @@ GPU_SIZES = ("8", "12", "24")
 PRESENT_FIELDS = ("id", "label", "status", "role", "family", "provenance", "provenance_note", "gated", "download_gb",
                   "download_note", "native_resolution", "prediction_type", "guidance_scale", "memory_gib",
                   "fits_preset", "sources", "checked")
+JUDGE_FIELDS = ("short", "id", "label", "provenance", "gated", "use", "sources", "checked")
 REMOVED_FIELDS = ("id", "label", "status", "removed", "replaced_by", "replaced_note", "alternatives", "sources", "checked")
 
 
@@ -63,6 +64,10 @@ def validate(table: dict) -> None:
             bad = [r for r in refs if r not in present and not r.startswith("builtin:")]
             if bad:
                 raise TableError(f"known_models.json: {mid}: replaced_by/alternatives must be present entries: {bad}")
+    for j in table.get("judges", []):
+        missing = [k for k in JUDGE_FIELDS if k not in j]
+        if missing or not HUB_ID.match(str(j.get("id"))) or not j.get("sources"):
+            raise TableError(f"known_models.json: judge {j.get('id')!r}: needs {', '.join(JUDGE_FIELDS)} (a hub id, sources)")
     default = table.get("default")
     if default not in present or next(m for m in models if m["id"] == default)["role"] != "guidance":
         raise TableError(f"known_models.json: the default {default!r} must be a present guidance model")
@@ -73,6 +78,11 @@ def load() -> dict:
     table = json.loads(TABLE.read_text(encoding="utf-8"))
     validate(table)
     return table
+
+
+def clip_judges() -> dict[str, str]:
+    """Short name (B/32, B/16, L/14) -> hub id of the CLIP models ``evaluate --clip`` knows."""
+    return {j["short"]: j["id"] for j in load().get("judges", [])}
 
 
 def default_model() -> str:

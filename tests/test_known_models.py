@@ -130,6 +130,18 @@ def test_every_diffusion_hub_id_is_a_present_table_entry():
     assert not unknown, "hub ids not in engine/known_models.json as present:\n" + "\n".join(unknown)
 
 
+def test_clip_judges_come_from_the_table_and_only_from_it():
+    from engine.clip_judge import known_clip_models
+
+    judges = models.load()["judges"]
+    assert known_clip_models() == {j["short"]: j["id"] for j in judges} and {"B/32", "B/16", "L/14"} <= set(known_clip_models())
+    owners = {j["id"].split("/")[0] for j in judges}
+    outside = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in _scanned_files()
+               for m in CANDIDATE.finditer(p.read_text(encoding="utf-8", errors="replace"))
+               if m.group(1) in owners and "clip" in m.group(2).lower()]
+    assert not outside, "CLIP ids outside engine/known_models.json:\n" + "\n".join(outside)
+
+
 def test_engine_and_addon_code_take_ids_from_the_table():
     ids = [m["id"] for m in models.load()["models"]]
     literal = [f"{p.relative_to(ROOT)}: {i}" for folder in ("engine", "dreamfusion_blender")

@@ -97,3 +97,20 @@ def make_tiny_taesd(folder, downsamplings: int = 1, seed: int = 0) -> Path:
     AutoencoderTiny(encoder_block_out_channels=(8,) * n, decoder_block_out_channels=(8,) * n, num_encoder_blocks=(1,) * n,
                     num_decoder_blocks=(1,) * n, latent_channels=4).save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+def make_tiny_clip(folder, seed: int = 0, image_size: int = 32) -> Path:
+    """A tiny random transformers CLIPModel (text + vision towers) with the character-level tokenizer,
+    saved as safetensors: what ``python -m engine evaluate --clip FOLDER`` loads."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    vocab, _ = _clip_text_parts()
+    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=image_size,
+                  patch_size=8)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder, safe_serialization=True)
+    _save_clip_tokenizer(folder, vocab)
+    return folder
