@@ -102,12 +102,31 @@ def stage_times(run_dir: Path) -> dict:
     return t
 
 
-def run_one(prompt: str, seed: int, refine_steps: int, runs: Path, extra: list[str]) -> dict:
+def reuse_run(src: Path, dst: Path, settings: dict) -> int:
+    """Refine a finished run's NeRF again with other settings: a copy without its refinement, the
+    settings written into its config.json, then `generate --resume` (the NeRF stage is complete)."""
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("refine", "refined*", "previews"))
+    (dst / "previews").mkdir()
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg.update(settings)
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+    return cli.main(["generate", "--resume", str(dst), "--no-progress"])
+
+
+def run_one(prompt: str, seed: int, refine_steps: int, runs: Path, extra: list[str], reuse: Path | None = None,
+            settings: dict | None = None) -> dict:
     colour, shape = shapes_data.parse_prompt(prompt)
     out = runs / f"{shape}-seed{seed}"
     t0 = time.perf_counter()
-    code = cli.main(["generate", prompt, "--out", str(out), "--seed", str(seed), "--model", "builtin:shapes", "--device",
-                     "cpu", "--no-progress", "--refine-steps", str(refine_steps), *extra])
+    if reuse is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        src = sorted((reuse / f"{shape}-seed{seed}").iterdir())[-1]
+        code = reuse_run(src, out / src.name, {"refine_steps": refine_steps, **(settings or {})})
+    else:
+        code = cli.main(["generate", prompt, "--out", str(out), "--seed", str(seed), "--model", "builtin:shapes", "--device",
+                         "cpu", "--no-progress", "--refine-steps", str(refine_steps), *extra])
     wall = time.perf_counter() - t0
     if code != 0:
         raise RuntimeError(f"{prompt} seed {seed}: exit {code}")
@@ -135,13 +154,16 @@ def main(argv=None) -> int:
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/eval_refine"))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--reuse", type=Path, help="a --runs-dir of earlier runs: refine their NeRFs again (no training)")
+    ap.add_argument("--refine-set", action="append", default=[], help="refine_* KEY=VALUE for --reuse")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     extra = [x for s in args.set for x in ("--set", s)]
     rows = []
     for seed in args.seeds:
         for prompt in args.prompts:
-            row = run_one(prompt, seed, args.refine_steps, args.runs_dir, extra)
+            settings = {k: float(v) if "." in v or "e" in v else int(v) for k, v in (x.split("=", 1) for x in args.refine_set)}
+            row = run_one(prompt, seed, args.refine_steps, args.runs_dir, extra, args.reuse, settings)
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.json:

@@ -158,6 +158,7 @@ class JobConfig:
     refine_lr: float = 0.002  # Adam step of the vertex offsets, in units of the bound
     refine_laplacian_weight: float = 1000.0  # uniform Laplacian (mean squared), per unit of mean edge length squared
     refine_normal_weight: float = 1.0  # normal consistency: mean 1 - cos between neighbouring faces
+    refine_smooth_iterations: int = 30  # low-pass passes over the mesh applied to the offsets (engine/refine.py)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -306,6 +307,7 @@ def validate(cfg: JobConfig) -> None:
     need(0 < cfg.refine_lr <= 1.0, f"refine_lr must be in (0, 1] (units of the bound), got {cfg.refine_lr}")
     need(cfg.refine_laplacian_weight >= 0 and cfg.refine_normal_weight >= 0,
          "refine_laplacian_weight and refine_normal_weight must be >= 0")
+    need(0 <= cfg.refine_smooth_iterations <= 1000, f"refine_smooth_iterations must be 0-1000, got {cfg.refine_smooth_iterations}")
     need(cfg.batch_size >= 1, "batch_size must be at least 1")
     need(cfg.lr > 0 and cfg.mlp_lr_scale > 0, "lr and mlp_lr_scale must be positive")
     need(cfg.iso is None or cfg.iso > 0, f"iso (the surface's density level) must be positive, got {cfg.iso}")
