@@ -155,10 +155,10 @@ class JobConfig:
     # mesh refinement after the export (engine/refine.py, docs/RECIPE.md): SDS through rasterised renders
     # moves the exported mesh's vertices and trains the albedo on; 0 steps turns it off
     refine_steps: int = 0
-    refine_lr: float = 0.002  # Adam step of the vertex offsets, in units of the bound
+    refine_lr: float = 0.0005  # Adam step of the vertex offsets, in units of the bound
     refine_laplacian_weight: float = 1000.0  # uniform Laplacian (mean squared), per unit of mean edge length squared
-    refine_normal_weight: float = 1.0  # normal consistency: mean 1 - cos between neighbouring faces
-    refine_smooth_iterations: int = 30  # low-pass passes over the mesh applied to the offsets (engine/refine.py)
+    refine_normal_weight: float = 10.0  # normal consistency: mean 1 - cos between neighbouring faces
+    refine_smooth_iterations: int = 100  # low-pass passes over the mesh applied to the offsets (engine/refine.py)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

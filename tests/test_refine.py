@@ -17,7 +17,7 @@ from test_bad_inputs import run_cli, tree_hash
 
 TINY = ["--model", "builtin:shapes", "--device", "cpu", "--no-progress", "--texture-size", "64", "--mesh-resolution", "32",
         "--set", "render_resolution=16", "--set", "preview_views=1", "--set", "preview_every=50",
-        "--set", "checkpoint_every=50", "--set", "start_shape=ball"]
+        "--set", "checkpoint_every=50", "--set", "start_shape=ball", "--set", "refine_smooth_iterations=2"]
 
 
 def _ico(subdivisions=2):
@@ -99,7 +99,7 @@ def test_generate_refines_resumes_and_refuses_changed_settings(tmp_path, capsys)
     (run / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ConfigError, match="refine_lr"):
         refine.check_resume(run, refine_cfg(run))
-    cfg["refine_lr"] = 0.002
+    cfg["refine_lr"] = 0.0005
     (run / "config.json").write_text(json.dumps(cfg))
     # A plain resume of the finished refinement bakes again into a new folder, the first untouched.
     first = tree_hash(run / "refined")
