@@ -67,6 +67,7 @@ class GenerateRequest:
     texture_size: int | None = None
     mesh_resolution: int | None = None
     target_faces: int | None = None
+    refine_steps: int | None = None  # mesh refinement steps (engine/refine.py); None / 0: the preset's (off)
     device: str | None = None
     extra: tuple = ()  # further engine flags, e.g. ("--set", "preview_every=10")
 
@@ -107,6 +108,7 @@ def asset_options(req: GenerateRequest) -> list[str]:
     _opt(argv, "--texture-size", req.texture_size)
     _opt(argv, "--mesh-resolution", req.mesh_resolution)
     _opt(argv, "--target-faces", req.target_faces)
+    _opt(argv, "--refine-steps", req.refine_steps)
     _opt(argv, "--device", req.device if req.device != "auto" else None)
     return argv + list(req.extra)
 

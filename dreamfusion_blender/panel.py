@@ -70,6 +70,7 @@ class VIEW3D_PT_dreamfusion(bpy.types.Panel):
         col.prop(p, "texture_size")
         col.prop(p, "mesh_resolution")
         col.prop(p, "target_faces")
+        col.prop(p, "refine_steps")
         col.prop(p, "size")
         _draw_warnings(layout, context)
 

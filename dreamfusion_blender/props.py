@@ -36,6 +36,8 @@ class DreamFusionSettings(bpy.types.PropertyGroup):
                                            description="Marching-cubes grid size; 0: preset")
     target_faces: bpy.props.IntProperty(name="Max faces", default=0, min=0, max=10_000_000,
                                         description="Polygon budget of the mesh (decimation target); 0: preset (20k/40k/100k)")
+    refine_steps: bpy.props.IntProperty(name="Refine steps", default=0, min=0, max=1_000_000,
+                                        description="Refine the exported mesh with this many SDS steps (docs/SDS_SHAPES.md); 0: off")
     size: bpy.props.FloatProperty(name="Size", default=1.0, min=0.0, soft_max=100.0, subtype="DISTANCE",
                                   description="Longest side of the imported object, in scene units (0: as generated). "
                                               "The object's base sits on the 3D cursor")

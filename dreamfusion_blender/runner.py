@@ -29,7 +29,8 @@ def request_from_scene(scene, s: Settings | None = None) -> engine_cli.GenerateR
     return engine_cli.GenerateRequest(
         prompt=p.prompt, negative_prompt=p.negative_prompt, preset=p.preset, seed=p.seed, steps=p.steps or None,
         guidance_scale=p.guidance_scale or None, start_shape=None if p.start_shape == "DEFAULT" else p.start_shape, texture_size=p.texture_size or None,
-        mesh_resolution=p.mesh_resolution or None, target_faces=p.target_faces or None, model=s.model, device=s.device, out=s.output_dir, extra=s.extra,
+        mesh_resolution=p.mesh_resolution or None, target_faces=p.target_faces or None,
+        refine_steps=getattr(p, "refine_steps", 0) or None, model=s.model, device=s.device, out=s.output_dir, extra=s.extra,
     )
 
 

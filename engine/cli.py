@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mesh-resolution", type=int)
     g.add_argument("--target-faces", type=int, help="polygon budget of the mesh (preset default: 20k/40k/100k)")
     g.add_argument("--no-export", action="store_true", help="stop after training (export later with `export`)")
+    g.add_argument("--refine-steps", type=int, help="mesh refinement steps after the export (0: off; engine/refine.py)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config field (see config.py)")
     _add_common(g)
 
@@ -109,7 +110,7 @@ def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
         prompt=prompt, model=args.model, negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps,
         guidance_scale=args.guidance_scale, device=args.device, dtype=args.dtype, offline=args.offline,
         render_resolution=args.render_resolution, samples_per_ray=args.samples_per_ray, texture_size=args.texture_size,
-        mesh_resolution=args.mesh_resolution, target_faces=args.target_faces,
+        mesh_resolution=args.mesh_resolution, target_faces=args.target_faces, refine_steps=getattr(args, "refine_steps", None),
     )
     overrides.update(dict(parse_set_option(item) for item in args.set))
     # Every check on the user's input happens here, before the model loads and before any folder exists.
@@ -123,6 +124,9 @@ def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
         else:
             state = runfolder.load_checkpoint(run_dir)  # fail before loading a model if there is nothing to resume
             changed = apply_resume_overrides(cfg, overrides, args, int(state["step"]))
+        from .refine import check_resume
+
+        check_resume(run_dir, cfg)  # a started refinement is bound to its settings
     else:
         if prompt is None:
             raise ConfigError("give a prompt, e.g. python -m engine generate \"a ceramic mug\", or --resume RUN_DIR")
@@ -178,10 +182,19 @@ def cmd_generate(args, events: EventStream, cancel: CancelFlag) -> int:
     asset = {}
     if cfg.export_at_end and not args.no_export:
         from .export_run import export_run
+        from .refine import REFINE_CHECKPOINT, run_refine
 
-        del guidance  # free the diffusion model's memory before the export
-        trainer.guidance = None
-        asset = export_run(run_dir, cfg, events, device, progress=not args.no_progress, cancel=cancel)
+        if not cfg.refine_steps:
+            del guidance  # free the diffusion model's memory before the export
+            trainer.guidance = None
+        if cfg.refine_steps and (run_dir / REFINE_CHECKPOINT).is_file():
+            asset = {"glb": str(run_dir / "asset" / "asset.glb")}  # exported before the refinement started
+        else:
+            asset = export_run(run_dir, cfg, events, device, progress=not args.no_progress, cancel=cancel)
+        if cfg.refine_steps:  # the mesh stage (engine/refine.py): the refined asset is the run's result
+            trainer.guidance = None
+            asset = run_refine(run_dir, cfg, events, guidance, device, cancel, asset, trainer.prompts,
+                               progress=not args.no_progress)
     events.emit("done", run_dir=run_dir, asset=asset, checkpoint=checkpoint)
     print(f"done: {asset.get('glb', checkpoint)}", file=sys.stderr)
     return 0

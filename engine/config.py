@@ -153,6 +153,13 @@ class JobConfig:
     target_faces: int | None = 40_000  # polygon budget of the exported mesh (None: no decimation)
     export_obj: bool = False
     export_at_end: bool = True
+    # mesh refinement after the export (engine/refine.py, docs/RECIPE.md): SDS through rasterised renders
+    # moves the exported mesh's vertices and trains the albedo on; 0 steps turns it off
+    refine_steps: int = 0
+    refine_lr: float = 0.0005  # Adam step of the vertex offsets, in units of the bound
+    refine_laplacian_weight: float = 1000.0  # uniform Laplacian (mean squared), per unit of mean edge length squared
+    refine_normal_weight: float = 10.0  # normal consistency: mean 1 - cos between neighbouring faces
+    refine_smooth_iterations: int = 100  # low-pass passes over the mesh applied to the offsets (engine/refine.py)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -172,7 +179,7 @@ class JobConfig:
 # Settings added with the SD recipe (docs/RECIPE.md) and the value that means "as before they existed".
 ADDED_WITH_RECIPE = dict(
     hash_level_fraction=1.0, random_background=0.0, background_lr_scale=0.1, uniform_sphere_rate=0.0,
-    view_embedding="labels", perp_neg=False, orientation_average="all_rays",
+    view_embedding="labels", perp_neg=False, orientation_average="all_rays", refine_steps=0,
 )
 
 
@@ -296,6 +303,12 @@ def validate(cfg: JobConfig) -> None:
 
     need(cfg.steps > 0, f"steps must be a positive number of optimisation steps, got {cfg.steps}")
     need(cfg.steps <= 1_000_000, f"steps={cfg.steps} is far beyond any useful run (the paper used 15000)")
+    need(0 <= cfg.refine_steps <= 1_000_000, f"refine steps must be a whole number >= 0 (0 turns the mesh refinement "
+         f"off), got {cfg.refine_steps}")
+    need(0 < cfg.refine_lr <= 1.0, f"refine_lr must be in (0, 1] (units of the bound), got {cfg.refine_lr}")
+    need(cfg.refine_laplacian_weight >= 0 and cfg.refine_normal_weight >= 0,
+         "refine_laplacian_weight and refine_normal_weight must be >= 0")
+    need(0 <= cfg.refine_smooth_iterations <= 1000, f"refine_smooth_iterations must be 0-1000, got {cfg.refine_smooth_iterations}")
     need(cfg.batch_size >= 1, "batch_size must be at least 1")
     need(cfg.lr > 0 and cfg.mlp_lr_scale > 0, "lr and mlp_lr_scale must be positive")
     need(cfg.iso is None or cfg.iso > 0, f"iso (the surface's density level) must be positive, got {cfg.iso}")

@@ -35,7 +35,7 @@ RECIPE_KEYS = (
     "overhead_elevation", "background", "random_background", "view_embedding", "perp_neg",
     "orientation_weight", "orientation_average", "opacity_weight", "entropy_weight", "blob_density", "blob_radius",
     "blob_core", "start_shape", "start_probe_steps", "normal_smooth_weight", "normal_smooth_jitter", "normal_smooth_cap",
-    "normals",
+    "normals", "refine_steps", "refine_lr", "refine_laplacian_weight", "refine_normal_weight", "refine_smooth_iterations",
 )
 
 

@@ -78,8 +78,11 @@ def _as_tuple(value):
 
 
 class Trainer:
+    #: The stage name in progress events and the progress bar (the mesh refinement's subclass: "refine").
+    stage = "train"
+
     def __init__(self, cfg: JobConfig, run_dir: Path, events: EventStream, guidance, device: torch.device,
-                 progress_bar: bool = True):
+                 progress_bar: bool = True, prompts: ViewPrompts | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.events = events
@@ -108,8 +111,9 @@ class Trainer:
         self.guidance_scale = cfg.guidance_scale if cfg.guidance_scale is not None else guidance.default_guidance_scale()
         # Text embeddings once per view label (not per step), plus the unconditional/negative one; a
         # step picks (or blends) its views' rows of ``prompts.table`` on the device.
-        self.prompts = ViewPrompts(guidance.encode_text, cfg.prompt, cfg.negative_prompt, mode=cfg.view_embedding,
-                                   perp_neg=cfg.perp_neg, overhead_elevation=cfg.overhead_elevation)
+        # A later stage (engine/refine.py) passes the first stage's prompts: the text encoder is released by then.
+        self.prompts = prompts or ViewPrompts(guidance.encode_text, cfg.prompt, cfg.negative_prompt, mode=cfg.view_embedding,
+                                              perp_neg=cfg.perp_neg, overhead_elevation=cfg.overhead_elevation)
         self.uncond, self.cond = self.prompts.uncond, self.prompts.views
         guidance.release_text_encoder()
         self.occupancy = None
@@ -337,7 +341,7 @@ class Trainer:
         if self.progress_bar:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=self.step, desc="SDS", unit="step", dynamic_ncols=True)
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="SDS" if self.stage == "train" else self.stage, unit="step", dynamic_ncols=True)
         last_emit = 0.0
         try:
             while self.step < cfg.steps:
@@ -362,7 +366,7 @@ class Trainer:
                     loss = float(stats["loss"])
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss:.3g}", mode=stats["mode"][:4])
-                    self.events.emit("progress", stage="train", step=self.step, total=cfg.steps, loss=round(loss, 6),
+                    self.events.emit("progress", stage=self.stage, step=self.step, total=cfg.steps, loss=round(loss, 6),
                                      elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 1),
                                      skipped=self.guard.skipped)
                 if self.step % cfg.preview_every == 0 or self.step == cfg.steps or self.step == start_step + 1:
