@@ -13,7 +13,8 @@ trained field can be scored without any learned judge:
   its area within one voxel of the true surface. Volumetric IoU at 64³ does not see terraces or
   lumps a few voxels high; these do.
 
-The paper's CLIP R-Precision needs a real CLIP model; none can be downloaded here (see README).
+The paper's own measure, CLIP R-Precision, is ``python -m engine evaluate`` (engine/evaluate_cli.py,
+docs/EVALUATION.md); it needs CLIP weights, which this machine cannot download.
 """
 
 from __future__ import annotations
