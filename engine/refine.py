@@ -240,24 +240,10 @@ def _trainer_class():
             self.events.emit("checkpoint", step=self.step, path=path, stage=self.stage)
             return path
 
-        @torch.no_grad()
         def render_preview(self) -> np.ndarray:
-            """A fixed orbit: the shaded refined mesh over its albedo, (H, W, 3) uint8."""
-            from .cameras import orbit_cameras
-
-            cfg = self.cfg
-            cams = orbit_cameras(cfg.preview_views, elevation=15.0, distance=0.5 * (cfg.distance_min + cfg.distance_max),
-                                 focal=0.5 * (cfg.focal_min + cfg.focal_max), device=self.device)
-            lights = cams.origins * 1.2 + torch.tensor([0.0, 1.0, 0.0], device=self.device)
-            rows = []
-            for mode in ("textureless", "albedo"):
-                imgs = []
-                for i in range(len(cams)):
-                    self.stop_if_cancelled()
-                    imgs.append(self.render(cams[i], mode, lights[i:i + 1], self.background, 128, 0.3).images[0])
-                rows.append(torch.cat(imgs, dim=2))
-            grid = torch.cat(rows, dim=1).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-            return (grid * 255 + 0.5).astype(np.uint8)
+            """The shaded refined mesh over its albedo."""
+            return self.preview_grid(("textureless", "albedo"), lambda cam, mode, light: self.render(
+                cam, mode, light, self.background, 128, 0.3).images[0])
 
         def write_preview(self) -> Path:
             from PIL import Image

@@ -140,25 +140,10 @@ def _trainer_class():
             # the modes the warm-up does not see are costed as the ones it does.
             return {m: 1.0 for m in ("albedo", *modes)}
 
-        @torch.no_grad()
         def render_preview(self) -> np.ndarray:
-            """A fixed orbit: shaded albedo over plain albedo, (H, W, 3) uint8."""
-            from .cameras import orbit_cameras
-
-            cfg = self.cfg
-            cams = orbit_cameras(cfg.preview_views, elevation=15.0, distance=0.5 * (cfg.distance_min + cfg.distance_max),
-                                 focal=0.5 * (cfg.focal_min + cfg.focal_max), device=self.device)
-            lights = cams.origins * 1.2 + torch.tensor([0.0, 1.0, 0.0], device=self.device)
-            rows = []
-            for mode in ("shaded", "albedo"):
-                imgs = []
-                for i in range(len(cams)):
-                    self.stop_if_cancelled()
-                    out = self.render(cams[i], mode, lights[i:i + 1], self.background, PREVIEW_SIZE, 0.3)
-                    imgs.append(out.images[0])
-                rows.append(torch.cat(imgs, dim=2))
-            grid = torch.cat(rows, dim=1).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-            return (grid * 255 + 0.5).astype(np.uint8)
+            """Shaded albedo over plain albedo."""
+            return self.preview_grid(("shaded", "albedo"), lambda cam, mode, light: self.render(
+                cam, mode, light, self.background, PREVIEW_SIZE, 0.3).images[0])
 
     return TextureTrainer
 

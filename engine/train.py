@@ -281,27 +281,35 @@ class Trainer:
 
     # --- previews ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def render_preview(self) -> np.ndarray:
-        """A fixed orbit: textured row over textureless row, as an (H, W, 3) uint8 image."""
+    def preview_grid(self, modes, render_view) -> np.ndarray:
+        """A fixed orbit, one row per mode, as an (H, W, 3) uint8 image; ``render_view(camera, mode, light)``
+        gives one (3, h, w) view (the NeRF here, the mesh stages' rasteriser in texture_run.py and refine.py)."""
         cfg = self.cfg
         cams = orbit_cameras(cfg.preview_views, elevation=15.0, distance=0.5 * (cfg.distance_min + cfg.distance_max),
                              focal=0.5 * (cfg.focal_min + cfg.focal_max), device=self.device)
         # Light from the camera, raised a little: a fixed, readable lighting for every preview.
         lights = cams.origins * 1.2 + torch.tensor([0.0, 1.0, 0.0], device=self.device)
         rows = []
-        for mode in ("albedo", "textureless"):
+        for mode in modes:
             imgs = []
             for i in range(len(cams)):  # one view at a time keeps preview memory at one training render
                 self.stop_if_cancelled()  # a preview is many renders: cancel within one of them
-                sub = cams[i]
-                out = render(self.field, self.background, sub, cfg.render_resolution, cfg.samples_per_ray,
-                             shading="shaded" if mode == "albedo" else "textureless", light_positions=lights[i:i + 1],
-                             ambient=0.3, perturb=False, normals=cfg.normals, normal_samples=cfg.normal_samples,
-                             occupancy=self.occupancy)
-                imgs.append(out.image.detach()[0])
+                imgs.append(render_view(cams[i], mode, lights[i:i + 1]))
             rows.append(torch.cat(imgs, dim=2))
         grid = torch.cat(rows, dim=1).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
         return (grid * 255 + 0.5).astype(np.uint8)
+
+    def render_preview(self) -> np.ndarray:
+        """Textured row over textureless row."""
+        cfg = self.cfg
+
+        def view(cam, mode, light):
+            return render(self.field, self.background, cam, cfg.render_resolution, cfg.samples_per_ray,
+                          shading="shaded" if mode == "albedo" else "textureless", light_positions=light,
+                          ambient=0.3, perturb=False, normals=cfg.normals, normal_samples=cfg.normal_samples,
+                          occupancy=self.occupancy).image.detach()[0]
+
+        return self.preview_grid(("albedo", "textureless"), view)
 
     def write_preview(self) -> Path:
         path = self.run_dir / "previews" / f"step_{self.step:06d}.png"
